@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the host tools the build and the tests use, from Debian's packages, when missing.
+# Needs root (or sudo) the first time; does nothing when every tool is already there.
+set -euo pipefail
+
+declare -A need=(
+  [mmdebstrap]=mmdebstrap    # base image when no registry is reachable
+  [ssh]=openssh-client       # the Docker SDK's ssh:// transport
+  [sshd]=openssh-server      # a local sshd in front of the Docker engine, for tests
+  [shellcheck]=shellcheck    # every shell script is checked
+  [packer]=packer            # packer fmt -check on the AMI template
+  [rsync]=rsync              # benchmarks compare against a bare rsync
+)
+missing=()
+for tool in "${!need[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${need[$tool]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "host-deps: install these packages yourself: ${missing[*]}" >&2
+  exit 1
+fi
+echo "host-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -q >&2
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
