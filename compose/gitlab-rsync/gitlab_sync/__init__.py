@@ -1,0 +1,1 @@
+"""gitlab-sync: the gitlab-rsync sidecar's code (standard library only)."""

@@ -1,0 +1,107 @@
+"""The slave's receiver: the only command the master's key may run (``gitlab-sync serve``).
+
+sshd runs it as the forced command of the master's key; what the master asked for arrives in
+``SSH_ORIGINAL_COMMAND`` as ``gitlab-sync-recv VERB EPOCH [PASS] [rsync server args]``:
+
+- ``hello EPOCH``: the slave's state as JSON (``gitlab-sync start`` checks the pairing with it);
+- ``rsync EPOCH PASS --server ...``: receive a pass into the sync area's ``.incoming``;
+- ``commit EPOCH PASS``: publish that pass as the newest snapshot.
+
+A sender whose epoch is not the slave's is fenced: an old master that comes back after a
+promotion writes nothing. A receiver that is not (or no longer) a slave refuses everything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+
+from gitlab_sync import rsync
+from gitlab_sync.config import Paths, SyncError, Tunables, iso, load_pairing, write_json
+from gitlab_sync.snapshots import Area
+
+_PASS_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _record(paths: Paths, **fields: object) -> None:
+    try:
+        write_json(paths.receiver, {"at": iso(dt.datetime.now(dt.UTC)), **fields})
+    except OSError:
+        pass  # the status file is best effort; the pass outcome is in the sync area
+
+
+def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
+    """Handle one command from the master; returns the exit code."""
+    words = shlex.split(environ.get("SSH_ORIGINAL_COMMAND", ""))
+    try:
+        return _serve(words, paths, tunables)
+    except SyncError as exc:
+        _record(paths, error=str(exc), command=" ".join(words[:4]))
+        print(f"gitlab-sync receiver: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
+    if len(words) < 3 or words[0] != "gitlab-sync-recv" or not words[2].isdigit():
+        raise SyncError("refused: not a gitlab-sync command")
+    verb, epoch = words[1], int(words[2])
+    pairing = load_pairing(paths)
+    if pairing is None or pairing.role != "slave":
+        raise SyncError("refused: this sidecar is not a slave (fenced or not paired)")
+    if epoch != pairing.epoch:
+        raise SyncError(f"refused: sender epoch {epoch} is not this slave's epoch {pairing.epoch} (fenced)")
+    area = Area(paths.sync)
+    if verb == "hello":
+        usage = shutil.disk_usage(paths.sync)
+        summary = area.summary()
+        print(json.dumps({"role": "slave", "epoch": pairing.epoch, "current": summary["current"],
+                          "snapshots": summary["snapshots"], "free_bytes": usage.free}))
+        return 0
+    if len(words) < 4 or not _PASS_ID.match(words[3]):
+        raise SyncError("refused: a pass id is required")
+    pass_id = words[3]
+    if verb == "rsync":
+        return _receive(area, paths, pass_id, epoch, words[4:])
+    if verb == "commit":
+        extra: dict[str, object] = {"epoch": epoch}
+        for word in words[4:]:  # stats the master saw, e.g. files=12 bytes=3400
+            key, _, value = word.partition("=")
+            if key in {"files", "bytes", "files_transferred", "bytes_transferred"} and value.isdigit():
+                extra[key] = int(value)
+        with area.locked(wait=True):
+            done = area.commit(pass_id, tunables.keep, tunables.max_age, extra)
+        _record(paths, error="", committed=done["snapshot"])
+        print(json.dumps(done))
+        return 0
+    raise SyncError(f"refused: unknown verb {verb!r}")
+
+
+def _receive(area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str]) -> int:
+    try:
+        link_dest = str(area.current.resolve()) if area.current.exists() else None
+        argv = rsync.server_argv(args, str(area.incoming), link_dest)
+    except rsync.ServerArgsRefused as exc:
+        raise SyncError(f"refused: {exc}") from None
+    with area.locked():
+        area.begin(pass_id, epoch, dt.datetime.now(dt.UTC))
+        # stdin/stdout are the SSH channel: rsync's protocol runs over them untouched.
+        code = subprocess.run(argv, check=False).returncode
+        result = rsync.result_for(code, "", "")
+        if result.ok:
+            area.mark(pass_id, "received")
+            _record(paths, error="", received=pass_id)
+        else:
+            area.mark(pass_id, "failed", result.message)
+            _record(paths, error=f"pass {pass_id} failed on the slave: {result.message}")
+        return code
+
+
+def main() -> int:
+    return serve(os.environ, Paths.from_env(), Tunables.from_env())
