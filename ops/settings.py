@@ -17,19 +17,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from gitlab_sync.config import parse_duration
 from ops.errors import SettingError
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``2h``, ``7d`` → seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError("a duration like 90s, 15m, 2h or 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 def _str(text: str) -> str:
     if not text.strip():
@@ -199,6 +188,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("DATA_VOLUME_GB", _positive_int, "100", "Size of each host's encrypted EBS data volume."),
     Spec("CLIENT_CIDRS", _cidrs, "10.0.0.0/8", "Who may reach GitLab (HTTP, HTTPS, git SSH, registry)."),
     Spec("ADMIN_CIDR", _admin_cidr, "192.0.2.0/24", "The operator's network, allowed admin SSH."),
+    Spec("AWS_WAIT_TIMEOUT", parse_duration, "10m",
+         "Deadline for each AWS wait (an instance running, a volume attached)."),
 )
 
 
@@ -241,6 +232,7 @@ class Settings:
     data_volume_gb: int
     client_cidrs: tuple[str, ...]
     admin_cidr: str
+    aws_wait_timeout: float
 
     def require(self, name: str) -> Any:
         """The value of setting ``name``, or a :class:`SettingError` if it is empty."""

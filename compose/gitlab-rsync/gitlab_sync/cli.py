@@ -42,32 +42,49 @@ pairing, in order (ops does this for you with `inv pair`):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gitlab-sync", description=__doc__, epilog=EPILOG,
+        prog="gitlab-sync",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     key = sub.add_parser("key", help="print this sidecar's public keys (client and host)")
     key.add_argument("--json", action="store_true", help="as JSON")
     add = sub.add_parser("add", help="pair with a peer (replaces any earlier pairing)")
-    add.add_argument("peer", help="host[:port]: the slave's receiver (on the master) or the master (on the slave)")
-    add.add_argument("--role", choices=("master", "slave"), required=True, help="this sidecar's role")
-    add.add_argument("--peer-key", required=True,
-                     help="the peer's public key: the slave's host key (on the master), "
-                          "the master's client key (on the slave)")
+    add.add_argument(
+        "peer",
+        help="host[:port]: the slave's receiver (on the master) or the master (on the slave)",
+    )
+    add.add_argument(
+        "--role", choices=("master", "slave"), required=True, help="this sidecar's role"
+    )
+    add.add_argument(
+        "--peer-key",
+        required=True,
+        help="the peer's public key: the slave's host key (on the master), "
+        "the master's client key (on the slave)",
+    )
     add.add_argument("--epoch", type=int, default=1, help="promotion epoch of the pair (default 1)")
     sub.add_parser("rm", help="forget the pairing (snapshots are kept)")
     ls = sub.add_parser("ls", help="show the pairing")
     ls.add_argument("--json", action="store_true", help="as JSON")
-    sub.add_parser("start", help="start sending (master): checks the slave answers with its key first")
+    sub.add_parser(
+        "start", help="start sending (master): checks the slave answers with its key first"
+    )
     stop = sub.add_parser("stop", help="stop sending (master): the pass in progress is abandoned")
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     status = sub.add_parser("status", help="role, peer, last complete pass, pass in progress")
     status.add_argument("--json", action="store_true", help="as JSON")
     one = sub.add_parser("pass", help="run one pass now and wait for it (master)")
-    one.add_argument("--final", action="store_true",
-                     help="the last pass of a planned switchover (GitLab stopped on the master)")
+    one.add_argument(
+        "--final",
+        action="store_true",
+        help="the last pass of a planned switchover (GitLab stopped on the master)",
+    )
     one.add_argument("--json", action="store_true", help="as JSON")
-    man = sub.add_parser("manifest", help="the manifest of a tree (path, type, mode, owner, hash...)")
+    man = sub.add_parser(
+        "manifest", help="the manifest of a tree (path, type, mode, owner, hash...)"
+    )
     man.add_argument("path", help="a directory, e.g. /source or /sync/current")
     man.add_argument("--digest", action="store_true", help="print one hash of the whole manifest")
     man.add_argument("--no-hash", action="store_true", help="skip content hashes (faster)")
@@ -113,12 +130,20 @@ def cmd_add(args: argparse.Namespace, paths: Paths) -> int:
         raise SyncError("the epoch must be 1 or more")
     old = load_pairing(paths)
     keep_running = bool(old and old.running and old.role == args.role and old.peer == peer)
-    pairing = Pairing(role=args.role, peer=peer, peer_key=peer_key, epoch=args.epoch,
-                      running=keep_running, added_at=iso(dt.datetime.now(dt.UTC)))
+    pairing = Pairing(
+        role=args.role,
+        peer=peer,
+        peer_key=peer_key,
+        epoch=args.epoch,
+        running=keep_running,
+        added_at=iso(dt.datetime.now(dt.UTC)),
+    )
     if args.role == "slave":
         Area(paths.sync).snapshots.mkdir(parents=True, exist_ok=True)
     keys.write_trust(paths, pairing)
     save_pairing(paths, pairing)
+    if args.role == "slave" and _daemon(paths)["alive"]:
+        _wait(lambda: bool(_daemon(paths).get("receiving")), 20, "the receiver to listen")
     print(f"paired: this sidecar is the {pairing.role} of {peer} (epoch {pairing.epoch})")
     return 0
 
@@ -129,8 +154,14 @@ def cmd_rm(args: argparse.Namespace, paths: Paths) -> int:
         return 0
     paths.pairing.unlink()
     keys.write_trust(paths, None)
-    _wait(lambda: not _daemon(paths).get("sending") and not _daemon(paths).get("receiving")
-          or not _daemon(paths)["alive"], 60, "the daemon to stop sending and receiving")
+    _wait(
+        lambda: (
+            (not _daemon(paths).get("sending") and not _daemon(paths).get("receiving"))
+            or not _daemon(paths)["alive"]
+        ),
+        60,
+        "the daemon to stop sending and receiving",
+    )
     print("pairing forgotten; snapshots kept")
     return 0
 
@@ -138,9 +169,16 @@ def cmd_rm(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_ls(args: argparse.Namespace, paths: Paths) -> int:
     pairing = load_pairing(paths)
     data = pairing.to_json() if pairing else None
-    _print(data, args.json, lambda d: "not paired" if d is None else
-           f"{d['role']}  peer={d['peer']}  epoch={d['epoch']}  running={d['running']}  "
-           f"peer-key={' '.join(d['peer_key'].split()[:2])[:40]}...")
+    _print(
+        data,
+        args.json,
+        lambda d: (
+            "not paired"
+            if d is None
+            else f"{d['role']}  peer={d['peer']}  epoch={d['epoch']}  running={d['running']}  "
+            f"peer-key={' '.join(d['peer_key'].split()[:2])[:40]}..."
+        ),
+    )
     return 0
 
 
@@ -148,7 +186,9 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     pairing = _require(paths, "master")
     answer = Sender(paths, pairing, Tunables.from_env(), lambda _m: None).hello()
     if answer.get("epoch") != pairing.epoch:
-        raise SyncError(f"the slave is at epoch {answer.get('epoch')}, this master at {pairing.epoch}")
+        raise SyncError(
+            f"the slave is at epoch {answer.get('epoch')}, this master at {pairing.epoch}"
+        )
     save_pairing(paths, pairing.with_running(True))
     if _daemon(paths)["alive"]:
         _wait(lambda: bool(_daemon(paths).get("sending")), 30, "the daemon to start sending")
@@ -160,7 +200,9 @@ def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
     pairing = _require(paths, "master")
     save_pairing(paths, pairing.with_running(False))
     if _daemon(paths)["alive"]:
-        _wait(lambda: not _daemon(paths).get("sending"), args.timeout, "the pass in progress to stop")
+        _wait(
+            lambda: not _daemon(paths).get("sending"), args.timeout, "the pass in progress to stop"
+        )
     print("stopped: nothing more is sent until gitlab-sync start")
     return 0
 
@@ -175,14 +217,23 @@ def status(paths: Paths) -> dict[str, Any]:
         "epoch": pairing.epoch if pairing else None,
         "running": False,
         "daemon": {k: daemon.get(k) for k in ("alive", "heartbeat", "started_at")},
-        "watch": daemon.get("watch"), "watch_note": daemon.get("watch_note") or "",
-        "last_complete": None, "last_pass": None, "in_progress": None, "last_error": None,
-        "snapshots": None, "current": None,
+        "watch": daemon.get("watch"),
+        "watch_note": daemon.get("watch_note") or "",
+        "last_complete": None,
+        "last_pass": None,
+        "in_progress": None,
+        "last_error": None,
+        "snapshots": None,
+        "current": None,
     }
     if pairing and pairing.role == "master":
         passes = PassLog(paths).read()
-        data.update({k: passes.get(k) for k in
-                     ("last_complete", "last_pass", "in_progress", "last_error", "snapshots")})
+        data.update(
+            {
+                k: passes.get(k)
+                for k in ("last_complete", "last_pass", "in_progress", "last_error", "snapshots")
+            }
+        )
         data["running"] = pairing.running and bool(daemon.get("sending")) and daemon["alive"]
         data["current"] = (passes.get("last_complete") or {}).get("snapshot")
     elif pairing and pairing.role == "slave":
@@ -197,17 +248,28 @@ def status(paths: Paths) -> dict[str, Any]:
 def _status_text(d: dict[str, Any]) -> str:
     if d["role"] is None:
         return "not paired (gitlab-sync add)"
-    lines = [f"role:          {d['role']} (epoch {d['epoch']})", f"peer:          {d['peer']}",
-             f"running:       {'yes' if d['running'] else 'no'}"]
+    lines = [
+        f"role:          {d['role']} (epoch {d['epoch']})",
+        f"peer:          {d['peer']}",
+        f"running:       {'yes' if d['running'] else 'no'}",
+    ]
     if d["role"] == "master":
         lines.append(f"watch:         {d['watch'] or '-'} {d['watch_note']}".rstrip())
     last = d["last_complete"]
-    lines.append("last complete: " + (
-        f"{last.get('snapshot') or last.get('name')} started {last.get('started_at')}, "
-        f"{last.get('duration_s', '?')} s, {last.get('files', '?')} files, {last.get('bytes', '?')} bytes"
-        if last else "none yet"))
+    lines.append(
+        "last complete: "
+        + (
+            f"{last.get('snapshot') or last.get('name')} started {last.get('started_at')}, "
+            f"{last.get('duration_s', '?')} s, {last.get('files', '?')} files, "
+            f"{last.get('bytes', '?')} bytes"
+            if last
+            else "none yet"
+        )
+    )
     now = d["in_progress"]
-    lines.append("in progress:   " + (f"{now.get('id')} since {now.get('started_at')}" if now else "-"))
+    lines.append(
+        "in progress:   " + (f"{now.get('id')} since {now.get('started_at')}" if now else "-")
+    )
     lines.append(f"snapshots:     {d['snapshots'] if d['snapshots'] is not None else '?'}")
     err = d["last_error"]
     lines.append("last error:    " + (f"{err.get('at')}: {err.get('message')}" if err else "-"))
@@ -224,8 +286,14 @@ def cmd_pass(args: argparse.Namespace, paths: Paths) -> int:
     sender = Sender(paths, pairing, Tunables.from_env(), lambda m: print(m, file=sys.stderr))
     record = sender.run_pass("final" if args.final else "manual")
     data = dataclasses.asdict(record)
-    _print(data, args.json, lambda r: f"pass {r['id']}: {r['outcome']}"
-           + (f", snapshot {r['snapshot']}" if r["snapshot"] else f": {r['error']}"))
+    _print(
+        data,
+        args.json,
+        lambda r: (
+            f"pass {r['id']}: {r['outcome']}"
+            + (f", snapshot {r['snapshot']}" if r["snapshot"] else f": {r['error']}")
+        ),
+    )
     return 0 if record.outcome == "ok" else 1
 
 

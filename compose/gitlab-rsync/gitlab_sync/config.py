@@ -60,6 +60,10 @@ class Paths:
     def receiver(self) -> Path:
         return self.state / "receiver.json"
 
+    @property
+    def tunables(self) -> Path:
+        return self.state / "tunables.json"
+
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -100,8 +104,16 @@ class Tunables:
         except ValueError as exc:
             raise SyncError(f"bad sidecar setting: {exc}") from None
 
+    @classmethod
+    def saved(cls, paths: Paths) -> Tunables:
+        """The daemon's tunables, as it saved them: sshd gives the receiver no environment."""
+        data = read_json(paths.tunables)
+        return cls(**data) if isinstance(data, dict) else cls.from_env()
 
-_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _IPV6 = re.compile(r"^\[([0-9A-Fa-f:.]+)\]$")
 
 

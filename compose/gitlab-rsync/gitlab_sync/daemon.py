@@ -7,9 +7,11 @@ back to what it was doing: a slave receives, a running master sends.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +44,7 @@ class Daemon:
 
     def run(self) -> int:
         keys.ensure_keys(self.paths)
+        write_json(self.paths.tunables, dataclasses.asdict(self.tunables), mode=0o644)
         Path("/run/gitlab-sync").mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -78,9 +81,18 @@ class Daemon:
 
     def _start_sshd(self) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG],
-                                     stdin=subprocess.DEVNULL)
-        log("receiver listening")
+        self.sshd = subprocess.Popen(
+            ["/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG], stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.sshd.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", 2222), timeout=1).close()
+                log("receiver listening")
+                return
+            except OSError:
+                time.sleep(0.05)
+        log("receiver did not start listening")
 
     def _stop_sshd(self) -> None:
         if self.sshd is not None:
@@ -115,15 +127,18 @@ class Daemon:
         log("sending stopped")
 
     def _heartbeat(self) -> None:
-        write_json(self.paths.daemon, {
-            "pid": os.getpid(),
-            "started_at": self.started_at,
-            "heartbeat": iso(dt.datetime.now(dt.UTC)),
-            "receiving": self.sshd is not None and self.sshd.poll() is None,
-            "sending": self.sender_thread is not None and self.sender_thread.is_alive(),
-            "watch": self.watcher.mode if self.watcher else None,
-            "watch_note": self.watcher.note if self.watcher else "",
-        })
+        write_json(
+            self.paths.daemon,
+            {
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+                "heartbeat": iso(dt.datetime.now(dt.UTC)),
+                "receiving": self.sshd is not None and self.sshd.poll() is None,
+                "sending": self.sender_thread is not None and self.sender_thread.is_alive(),
+                "watch": self.watcher.mode if self.watcher else None,
+                "watch_note": self.watcher.note if self.watcher else "",
+            },
+        )
 
     def _empty_trash(self) -> None:
         area = Area(self.paths.sync)

@@ -38,7 +38,9 @@ def ensure_keys(paths: Paths) -> None:
         if not key.exists():
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
-                check=True, stdin=subprocess.DEVNULL, capture_output=True,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
             )
 
 
@@ -56,7 +58,9 @@ def check_public_key(text: str) -> str:
     if "PRIVATE KEY" in text:
         raise SyncError("that is a private key; give the peer's public key (gitlab-sync key)")
     if not _PUBKEY.match(value):
-        raise SyncError("malformed key: expected an OpenSSH public key line like 'ssh-ed25519 AAAA...'")
+        raise SyncError(
+            "malformed key: expected an OpenSSH public key line like 'ssh-ed25519 AAAA...'"
+        )
     return value
 
 
@@ -97,21 +101,36 @@ def ssh_argv(paths: Paths, pairing: Pairing, connect_timeout: int = 10) -> list[
     """The master's ssh command to the slave's receiver: host key checked, no prompt, ever."""
     return [
         "ssh",
-        "-i", str(client_key(paths)),
-        "-p", str(pairing.peer.port),
-        "-l", "root",
-        "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts(paths)}",
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", f"ConnectTimeout={connect_timeout}",
-        "-o", "ServerAliveInterval=10",
-        "-o", "ServerAliveCountMax=3",
-        "-o", "ControlMaster=auto",
-        "-o", "ControlPath=/run/gitlab-sync/ssh-%C",
-        "-o", "ControlPersist=60",
-        "-o", "LogLevel=ERROR",
+        "-i",
+        str(client_key(paths)),
+        "-p",
+        str(pairing.peer.port),
+        "-l",
+        "root",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts(paths)}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+        "-o",
+        "ServerAliveInterval=10",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        "ControlPath=/run/gitlab-sync/ssh-%C",
+        "-o",
+        "ControlPersist=60",
+        "-o",
+        "LogLevel=ERROR",
     ]
 
 
@@ -121,10 +140,17 @@ def remote(paths: Paths, pairing: Pairing, words: list[str], timeout: float = 60
     argv = [*ssh_argv(paths, pairing), pairing.peer.host, "gitlab-sync-recv", *words]
     try:
         done = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
-        raise SyncError(f"the slave at {pairing.peer} did not answer within {timeout:.0f} s") from None
+        raise SyncError(
+            f"the slave at {pairing.peer} did not answer within {timeout:.0f} s"
+        ) from None
     if done.returncode != 0:
         raise SyncError(explain_ssh_failure(str(pairing.peer), done.returncode, done.stderr))
     return done.stdout
@@ -134,8 +160,13 @@ def explain_ssh_failure(peer: str, code: int, stderr: str) -> str:
     """One sentence for an ssh failure to the slave's receiver."""
     text = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
     lowered = stderr.lower()
-    if "host key verification failed" in lowered or "remote host identification has changed" in lowered:
-        return f"the slave at {peer} presented a host key that is not the one paired; refusing to send"
+    if (
+        "host key verification failed" in lowered
+        or "remote host identification has changed" in lowered
+    ):
+        return (
+            f"the slave at {peer} presented a host key that is not the one paired; refusing to send"
+        )
     if "permission denied" in lowered:
         return f"the slave at {peer} refused this master's key (pair again with gitlab-sync add)"
     if "connection refused" in lowered or "timed out" in lowered or "no route" in lowered:

@@ -2,8 +2,8 @@
 
 Each record holds the path, type, mode, numeric owner and group, size, mtime (ns), link target,
 content hash, whether the file is sparse, and its hard-link group (the first path, in sorted
-order, sharing its inode within the tree). Paths are bytes on disk; here they are ``os.fsdecode``'d, so names
-that are not UTF-8 survive (as surrogates; JSON escapes them).
+order, sharing its inode within the tree). Paths are bytes on disk; here they are
+``os.fsdecode``'d, so names that are not UTF-8 survive (as surrogates; JSON escapes them).
 """
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 _TYPES = {
-    stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
-    stat.S_IFBLK: "b", stat.S_IFIFO: "p", stat.S_IFSOCK: "s",
+    stat.S_IFREG: "f",
+    stat.S_IFDIR: "d",
+    stat.S_IFLNK: "l",
+    stat.S_IFCHR: "c",
+    stat.S_IFBLK: "b",
+    stat.S_IFIFO: "p",
+    stat.S_IFSOCK: "s",
 }
 
 
@@ -49,8 +54,12 @@ def manifest(root: str, hashes: bool = True) -> list[dict[str, Any]]:
         kind = _TYPES.get(stat.S_IFMT(st.st_mode), "?")
         path = os.fsdecode(rel)
         record: dict[str, Any] = {
-            "path": path, "type": kind, "mode": oct(stat.S_IMODE(st.st_mode)),
-            "uid": st.st_uid, "gid": st.st_gid, "mtime_ns": st.st_mtime_ns,
+            "path": path,
+            "type": kind,
+            "mode": oct(stat.S_IMODE(st.st_mode)),
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "mtime_ns": st.st_mtime_ns,
         }
         if kind == "f":
             record["size"] = st.st_size
@@ -78,7 +87,9 @@ def digest(records: list[dict[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def differences(left: list[dict[str, Any]], right: list[dict[str, Any]], limit: int = 20) -> list[str]:
+def differences(
+    left: list[dict[str, Any]], right: list[dict[str, Any]], limit: int = 20
+) -> list[str]:
     """Readable differences between two manifests (at most ``limit``)."""
     a = {r["path"]: r for r in left}
     b = {r["path"]: r for r in right}
@@ -89,7 +100,9 @@ def differences(left: list[dict[str, Any]], right: list[dict[str, Any]], limit: 
         elif path not in a:
             out.append(f"only in the second: {path!r}")
         elif a[path] != b[path]:
-            keys = sorted(k for k in set(a[path]) | set(b[path]) if a[path].get(k) != b[path].get(k))
+            keys = sorted(
+                k for k in set(a[path]) | set(b[path]) if a[path].get(k) != b[path].get(k)
+            )
             detail = ", ".join(f"{k}: {a[path].get(k)!r} != {b[path].get(k)!r}" for k in keys)
             out.append(f"{path!r}: {detail}")
         if len(out) >= limit:

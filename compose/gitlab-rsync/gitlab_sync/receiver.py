@@ -13,6 +13,7 @@ promotion writes nothing. A receiver that is not (or no longer) a slave refuses 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -31,10 +32,9 @@ _PASS_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _record(paths: Paths, **fields: object) -> None:
-    try:
+    # The status file is best effort; the pass outcome itself is in the sync area.
+    with contextlib.suppress(OSError):
         write_json(paths.receiver, {"at": iso(dt.datetime.now(dt.UTC)), **fields})
-    except OSError:
-        pass  # the status file is best effort; the pass outcome is in the sync area
 
 
 def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
@@ -56,13 +56,24 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
     if pairing is None or pairing.role != "slave":
         raise SyncError("refused: this sidecar is not a slave (fenced or not paired)")
     if epoch != pairing.epoch:
-        raise SyncError(f"refused: sender epoch {epoch} is not this slave's epoch {pairing.epoch} (fenced)")
+        raise SyncError(
+            f"refused: sender epoch {epoch} is not this slave's epoch {pairing.epoch} (fenced)"
+        )
     area = Area(paths.sync)
     if verb == "hello":
         usage = shutil.disk_usage(paths.sync)
         summary = area.summary()
-        print(json.dumps({"role": "slave", "epoch": pairing.epoch, "current": summary["current"],
-                          "snapshots": summary["snapshots"], "free_bytes": usage.free}))
+        print(
+            json.dumps(
+                {
+                    "role": "slave",
+                    "epoch": pairing.epoch,
+                    "current": summary["current"],
+                    "snapshots": summary["snapshots"],
+                    "free_bytes": usage.free,
+                }
+            )
+        )
         return 0
     if len(words) < 4 or not _PASS_ID.match(words[3]):
         raise SyncError("refused: a pass id is required")
@@ -73,7 +84,10 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
         extra: dict[str, object] = {"epoch": epoch}
         for word in words[4:]:  # stats the master saw, e.g. files=12 bytes=3400
             key, _, value = word.partition("=")
-            if key in {"files", "bytes", "files_transferred", "bytes_transferred"} and value.isdigit():
+            if (
+                key in {"files", "bytes", "files_transferred", "bytes_transferred"}
+                and value.isdigit()
+            ):
                 extra[key] = int(value)
         with area.locked(wait=True):
             done = area.commit(pass_id, tunables.keep, tunables.max_age, extra)
@@ -104,4 +118,5 @@ def _receive(area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str]
 
 
 def main() -> int:
-    return serve(os.environ, Paths.from_env(), Tunables.from_env())
+    paths = Paths.from_env()
+    return serve(os.environ, paths, Tunables.saved(paths))

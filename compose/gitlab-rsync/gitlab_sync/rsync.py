@@ -40,7 +40,16 @@ OK_CODES = frozenset({0, 24})
 
 # What the master's client asks for: archive (-rlptgoD), hard links, sparse files, numeric ids,
 # deletions. Symlinks are copied as links, never followed (no -L/-k/--copy-unsafe-links).
-CLIENT_OPTIONS: tuple[str, ...] = ("-aHS", "--numeric-ids", "--delete", "--stats")
+# --modify-window=-1 compares mtimes to the nanosecond: with the default (whole seconds) rsync
+# skips a file rewritten within the same second at the same size (every git ref is 41 bytes)
+# and leaves times unset on entries made in the same second as the pass.
+CLIENT_OPTIONS: tuple[str, ...] = (
+    "-aHS",
+    "--numeric-ids",
+    "--delete",
+    "--modify-window=-1",
+    "--stats",
+)
 
 # The short options a server command line may carry, and the long ones. Anything else (e.g.
 # --sender, which would let the master read the slave, or -s, which hides arguments from us) is
@@ -90,6 +99,8 @@ def server_argv(client_args: Sequence[str], dest: str, link_dest: str | None) ->
     for option in options:
         if option == "--sender" or not option.startswith("-"):
             raise ServerArgsRefused(f"option {option!r} is not allowed (the master only sends)")
+        if option == "-@-1":  # --modify-window=-1, as the client sends it
+            continue
         if option.startswith("--"):
             if not _SERVER_LONG.match(option):
                 raise ServerArgsRefused(f"option {option!r} is not allowed")
@@ -164,7 +175,9 @@ def result_for(code: int, stdout: str, stderr: str) -> Result:
 class Run:
     """A running rsync that can be stopped from another thread."""
 
-    def __init__(self, argv: Sequence[str], log: Callable[[str], None], secrets: Iterable[str] = ()):
+    def __init__(
+        self, argv: Sequence[str], log: Callable[[str], None], secrets: Iterable[str] = ()
+    ):
         self.argv = list(argv)
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
@@ -176,8 +189,12 @@ class Run:
             if self._stopped:
                 return result_for(20, "", "stopped before it started")
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, errors="replace",
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
             )
         stdout, stderr = self._proc.communicate()
         return result_for(self._proc.returncode, stdout, stderr)

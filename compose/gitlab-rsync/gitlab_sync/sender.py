@@ -140,15 +140,25 @@ class Sender:
         if not result.ok:
             raise SyncError(_explain(result, str(self.pairing.peer)))
         stats = result.stats
-        counts = [f"files={stats.files}", f"bytes={stats.total_bytes}",
-                  f"files_transferred={stats.files_transferred}",
-                  f"bytes_transferred={stats.transferred_bytes}"]
-        out = keys.remote(self.paths, self.pairing, ["commit", epoch, record.id, *counts], timeout=600)
+        counts = [
+            f"files={stats.files}",
+            f"bytes={stats.total_bytes}",
+            f"files_transferred={stats.files_transferred}",
+            f"bytes_transferred={stats.transferred_bytes}",
+        ]
+        out = keys.remote(
+            self.paths, self.pairing, ["commit", epoch, record.id, *counts], timeout=600
+        )
         done = json.loads(out)
         self.passes.update(snapshots=done["snapshots"])
         return _end(
-            record, started, "ok", snapshot=done["snapshot"], files=stats.files,
-            files_transferred=stats.files_transferred, bytes=stats.total_bytes,
+            record,
+            started,
+            "ok",
+            snapshot=done["snapshot"],
+            files=stats.files,
+            files_transferred=stats.files_transferred,
+            bytes=stats.total_bytes,
             bytes_transferred=stats.transferred_bytes,
         )
 
@@ -187,10 +197,15 @@ class Sender:
 
 def _end(record: PassRecord, started: dt.datetime, outcome: str, **fields: Any) -> PassRecord:
     ended = dt.datetime.now(dt.UTC)
-    return PassRecord(**{
-        **asdict(record), **fields, "outcome": outcome, "ended_at": iso(ended),
-        "duration_s": round((ended - started).total_seconds(), 3),
-    })
+    return PassRecord(
+        **{
+            **asdict(record),
+            **fields,
+            "outcome": outcome,
+            "ended_at": iso(ended),
+            "duration_s": round((ended - started).total_seconds(), 3),
+        }
+    )
 
 
 def _explain(result: rsync.Result, peer: str) -> str:
@@ -221,15 +236,24 @@ class Watcher:
 
     def _read(self) -> None:
         self._proc = subprocess.Popen(
-            ["inotifywait", "-m", "-r", "--format", "%e",
-             "-e", "modify,attrib,close_write,move,create,delete,delete_self,move_self",
-             str(self.root)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                "inotifywait",
+                "-m",
+                "-r",
+                "--format",
+                "%e",
+                "-e",
+                "modify,attrib,close_write,move,create,delete,delete_self,move_self",
+                str(self.root),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         errors: list[str] = []
         threading.Thread(target=self._read_stderr, args=(errors,), daemon=True).start()
-        assert self._proc.stdout is not None
-        for _line in self._proc.stdout:
+        for _line in self._proc.stdout or ():
             now = time.monotonic()
             with self._lock:
                 if not self._first:
@@ -238,8 +262,10 @@ class Watcher:
         code = self._proc.wait()
         err = " ".join(errors)
         if "upper limit on inotify" in err:
-            self.note = ("inotify watches exhausted (raise fs.inotify.max_user_watches); "
-                         "falling back to timed passes")
+            self.note = (
+                "inotify watches exhausted (raise fs.inotify.max_user_watches); "
+                "falling back to timed passes"
+            )
         else:
             self.note = f"inotify stopped (exit {code}): {err.strip()[:200]}; timed passes only"
         self.mode = "timer"
@@ -247,8 +273,8 @@ class Watcher:
         self._ready.set()
 
     def _read_stderr(self, errors: list[str]) -> None:
-        assert self._proc is not None and self._proc.stderr is not None
-        for line in self._proc.stderr:
+        stderr = self._proc.stderr if self._proc else None
+        for line in stderr or ():
             if "Watches established" in line:
                 self.mode = "inotify"
                 self._ready.set()

@@ -39,9 +39,7 @@ def name_time(name: str) -> dt.datetime:
     return dt.datetime.strptime(name, NAME_FORMAT).replace(tzinfo=dt.UTC)
 
 
-def to_prune(
-    names: Sequence[str], now: dt.datetime, keep: int, max_age: float
-) -> list[str]:
+def to_prune(names: Sequence[str], now: dt.datetime, keep: int, max_age: float) -> list[str]:
     """The snapshots retention removes: beyond the ``keep`` newest, or older than ``max_age``.
 
     The newest snapshot is never pruned, whatever its age: promotion needs one.
@@ -105,7 +103,8 @@ class Area:
         if not self.snapshots.is_dir():
             return []
         return sorted(
-            entry.name for entry in self.snapshots.iterdir()
+            entry.name
+            for entry in self.snapshots.iterdir()
             if entry.is_dir() and not entry.name.startswith(".")
         )
 
@@ -149,8 +148,10 @@ class Area:
         if self.incoming.exists():
             shutil.rmtree(self.incoming)  # freed now: the disk may be what failed last time
         self.incoming.mkdir(mode=0o700)
-        write_json(self.incoming_meta, {"id": pass_id, "epoch": epoch, "started_at": iso(started),
-                                        "state": "receiving"})
+        write_json(
+            self.incoming_meta,
+            {"id": pass_id, "epoch": epoch, "started_at": iso(started), "state": "receiving"},
+        )
 
     def mark(self, pass_id: str, state: str, error: str = "") -> None:
         meta = read_json(self.incoming_meta) or {}
@@ -159,7 +160,9 @@ class Area:
         meta.update(state=state, error=error, marked_at=iso(dt.datetime.now(dt.UTC)))
         write_json(self.incoming_meta, meta)
 
-    def commit(self, pass_id: str, keep: int, max_age: float, extra: dict[str, Any]) -> dict[str, Any]:
+    def commit(
+        self, pass_id: str, keep: int, max_age: float, extra: dict[str, Any]
+    ) -> dict[str, Any]:
         """Publish the received pass as the newest snapshot and apply retention."""
         meta = read_json(self.incoming_meta) or {}
         if meta.get("id") != pass_id:

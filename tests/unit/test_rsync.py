@@ -1,0 +1,101 @@
+"""The rsync choke point: commands built, server arguments checked, secrets masked, codes mapped."""
+
+from __future__ import annotations
+
+import pytest
+
+from gitlab_sync import rsync
+
+SERVER = [
+    "--server",
+    "-lHogDtprSe.iLsfxCIvu",
+    "--delete",
+    "-@-1",
+    "--stats",
+    "--numeric-ids",
+    ".",
+    "incoming/",
+]
+
+STATS = """
+Number of files: 1,234 (reg: 1,000, dir: 230, link: 4)
+Number of created files: 3 (reg: 3)
+Number of regular files transferred: 12
+Total file size: 5,678,901 bytes
+Total transferred file size: 45,678 bytes
+Total bytes sent: 50,123
+Total bytes received: 1,234
+"""
+
+
+def test_client_command_keeps_every_attribute_and_never_follows_links() -> None:
+    argv = rsync.client_argv(
+        "/source", "slave:incoming/", ["ssh", "-p", "2222"], "recv 1 P", bwlimit=500
+    )
+    assert argv[0] == "rsync"
+    assert {"-aHS", "--numeric-ids", "--delete", "--modify-window=-1"} <= set(argv)
+    assert "--bwlimit=500" in argv
+    assert not {"-L", "--copy-links", "-k", "--copy-unsafe-links"} & set(argv)
+    assert argv[-2:] == ["/source/", "slave:incoming/"]
+    assert argv[argv.index("-e") + 1] == "ssh -p 2222"
+    assert "--rsync-path=recv 1 P" in argv
+
+
+def test_server_command_is_aimed_at_the_incoming_area_whatever_the_master_named() -> None:
+    argv = rsync.server_argv([*SERVER[:-1], "../../etc/"], "/sync/.incoming", "/sync/snapshots/A")
+    assert argv[-2:] == [".", "/sync/.incoming/"]
+    assert "--link-dest=/sync/snapshots/A" in argv
+    assert "../../etc/" not in " ".join(argv)
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--server", "--sender", "-lHogDtpre.iLsfxCIvu", ".", "x/"], "--sender"),
+        (["--server", "-lHogDtprse.iLsfxCIvu", ".", "x/"], "not allowed"),  # -s hides arguments
+        (["--server", "-lHogDtpre.iLsfxCIvu", "--link-dest=/etc", ".", "x/"], "not allowed"),
+        (["--server", "-lHogDtpre.iLsfxCIvu", "--remove-source-files", ".", "x/"], "not allowed"),
+        (["--server", "-lHogDtpre.iLsfxCIvu", "--log-file=/etc/x", ".", "x/"], "not allowed"),
+        (["--daemon", ".", "x/"], "not an rsync server command"),
+        (["--server", "-lHogDtpre.iLsfxCIvu", "x/", "y/"], "one destination"),
+    ],
+)
+def test_server_refuses_what_a_receiver_never_does(args: list[str], why: str) -> None:
+    with pytest.raises(rsync.ServerArgsRefused, match=why):
+        rsync.server_argv(args, "/sync/.incoming", None)
+
+
+def test_exit_24_vanished_files_is_not_a_failure() -> None:
+    assert rsync.result_for(24, STATS, "file has vanished: x").ok
+    assert rsync.result_for(0, STATS, "").ok
+
+
+@pytest.mark.parametrize("code", [1, 11, 12, 23, 30, 255, -9])
+def test_other_exit_codes_fail_with_their_meaning(code: int) -> None:
+    result = rsync.result_for(code, "", "rsync: write failed: No space left on device (28)\n")
+    assert not result.ok
+    assert f"rsync exited {code}" in result.message
+    assert "No space left on device" in result.message
+
+
+def test_disk_full_code_says_so() -> None:
+    assert "disk full" in rsync.result_for(11, "", "").meaning
+
+
+def test_stats_are_read_from_rsync_output() -> None:
+    stats = rsync.parse_stats(STATS)
+    assert stats == rsync.Stats(
+        files=1234,
+        files_transferred=12,
+        total_bytes=5678901,
+        transferred_bytes=45678,
+        bytes_sent=50123,
+    )
+
+
+def test_secrets_are_masked_in_logged_commands() -> None:
+    line = rsync.mask(
+        ["rsync", "--password-file=/x", "sekrit-token", "user:password=hunter2"], ["sekrit-token"]
+    )
+    assert "sekrit-token" not in line and "hunter2" not in line
+    assert line.count("***") == 2

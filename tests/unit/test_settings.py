@@ -1,0 +1,86 @@
+"""Settings: one validated place, one-line errors that name the setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ops import settings
+from ops.errors import SettingError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_load_without_any_file(tmp_path: Path) -> None:
+    loaded = settings.load({}, env_file=tmp_path / "none")
+    assert loaded.gitlab_image.startswith("gitlab/gitlab-ce:")
+    assert loaded.sync_interval == 300
+    assert loaded.client_cidrs == ("10.0.0.0/8",)
+
+
+def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "x.env"
+    env_file.write_text("SYNC_PORT=2300\nSNAPSHOT_KEEP=5\n")
+    loaded = settings.load({"SYNC_PORT": "2400"}, env_file=env_file)
+    assert (loaded.sync_port, loaded.snapshot_keep) == (2400, 5)
+
+
+def test_env_file_variable_names_the_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "sandbox.env"
+    env_file.write_text("PROJECT_NAME=sandbox\n")
+    assert settings.load({"ENV_FILE": str(env_file)}).project_name == "sandbox"
+    with pytest.raises(SettingError, match=r"ENV_FILE names .*missing\.env"):
+        settings.load({"ENV_FILE": str(tmp_path / "missing.env")})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("GITLAB_HOME", "srv/gitlab", "GITLAB_HOME: expected an absolute path, got 'srv/gitlab'"),
+        ("SYNC_PORT", "70000", "SYNC_PORT: expected a port number from 1 to 65535"),
+        ("GITLAB_IMAGE", "gitlab/gitlab-ce:latest", "GITLAB_IMAGE: expected a pinned tag"),
+        ("GITLAB_IMAGE", "gitlab/gitlab-ce", "GITLAB_IMAGE: expected an image reference pinned"),
+        ("SYNC_INTERVAL", "soon", "SYNC_INTERVAL: expected a duration like 90s"),
+        ("ADMIN_CIDR", "0.0.0.0/0", "ADMIN_CIDR: expected the operator's own network"),
+        ("CLIENT_CIDRS", "10.0.0.0/8,nonsense", "CLIENT_CIDRS: expected CIDR blocks"),
+        ("AMI_ID", "ami-XYZ", "AMI_ID: expected an AMI id like ami-0123456789abcdef0"),
+        ("AWS_REGION", "europe", "AWS_REGION: expected an AWS region like eu-west-1"),
+        (
+            "AVAILABILITY_ZONES",
+            "eu-west-1a,eu-west-1a",
+            "AVAILABILITY_ZONES: expected two different",
+        ),
+        ("SNAPSHOT_KEEP", "0", "SNAPSHOT_KEEP: expected a whole number of at least 1"),
+    ],
+)
+def test_a_malformed_setting_is_one_line_naming_it(
+    tmp_path: Path, name: str, value: str, words: str
+) -> None:
+    with pytest.raises(SettingError) as error:
+        settings.load({name: value}, env_file=tmp_path / "none")
+    assert words in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_an_empty_required_setting_is_named_when_needed(tmp_path: Path) -> None:
+    loaded = settings.load({}, env_file=tmp_path / "none")
+    with pytest.raises(SettingError, match="AMI_ID is not set"):
+        loaded.require("AMI_ID")
+
+
+def test_env_example_documents_every_setting_and_loads() -> None:
+    text = (ROOT / ".env.example").read_text()
+    documented = re.findall(r"^([A-Z][A-Z0-9_]+)=", text, re.MULTILINE)
+    assert sorted(documented) == sorted(spec.name for spec in settings.SPECS)
+    settings.load({}, env_file=ROOT / ".env.example")
+
+
+def test_compose_env_renders_what_the_stack_reads(tmp_path: Path) -> None:
+    env = settings.load({"SYNC_INTERVAL": "90s"}, env_file=tmp_path / "none").compose_env()
+    assert env["SYNC_INTERVAL"] == "90"
+    lines = (ROOT / "compose" / "docker-compose.yml").read_text().splitlines()
+    compose = "\n".join(line.split("#")[0] for line in lines)
+    for name in re.findall(r"\$\{([A-Z_]+)", compose):
+        assert name in env, f"the stack reads {name}, which compose_env does not give"

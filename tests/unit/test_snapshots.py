@@ -1,0 +1,94 @@
+"""Snapshots on the slave: retention, and publication only when a pass is complete."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from gitlab_sync.config import SyncError
+from gitlab_sync.snapshots import Area, snapshot_name, to_prune
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+
+def _names(*hours_ago: float) -> list[str]:
+    return [snapshot_name(NOW - dt.timedelta(hours=h)) for h in hours_ago]
+
+
+def test_retention_keeps_the_newest_n() -> None:
+    names = _names(0, 1, 2, 3, 4)
+    assert to_prune(names, NOW, keep=3, max_age=86400) == sorted(names[3:])
+
+
+def test_retention_drops_snapshots_older_than_the_maximum_age() -> None:
+    names = _names(0, 1, 30, 50)
+    assert to_prune(names, NOW, keep=24, max_age=24 * 3600) == sorted(names[2:])
+
+
+def test_retention_never_drops_the_newest_even_when_old() -> None:
+    names = _names(100, 200)
+    assert to_prune(names, NOW, keep=24, max_age=3600) == [names[1]]
+
+
+def test_snapshot_names_sort_by_time() -> None:
+    names = _names(5, 0.001, 3)
+    assert sorted(names) == [names[0], names[2], names[1]]
+
+
+def _received(area: Area, pass_id: str, started: dt.datetime, content: str) -> None:
+    area.begin(pass_id, 1, started)
+    (area.incoming / "file").write_text(content)
+    area.mark(pass_id, "received")
+
+
+def test_a_complete_pass_becomes_current(tmp_path: Path) -> None:
+    area = Area(tmp_path)
+    _received(area, "p1", NOW, "one")
+    done = area.commit("p1", keep=5, max_age=1e9, extra={"files": 1})
+    assert area.current_name() == done["snapshot"] == snapshot_name(NOW)
+    assert (area.current / "file").read_text() == "one"
+    assert area.meta(done["snapshot"])["files"] == 1
+    assert not area.incoming.exists()
+
+
+def test_a_failed_or_unfinished_pass_is_never_published(tmp_path: Path) -> None:
+    area = Area(tmp_path)
+    _received(area, "p1", NOW, "one")
+    area.commit("p1", keep=5, max_age=1e9, extra={})
+    area.begin("p2", 1, NOW + dt.timedelta(minutes=1))
+    (area.incoming / "file").write_text("half")
+    with pytest.raises(SyncError, match="receiving"):
+        area.commit("p2", keep=5, max_age=1e9, extra={})
+    area.mark("p2", "failed", "rsync exited 11")
+    with pytest.raises(SyncError, match="failed"):
+        area.commit("p2", keep=5, max_age=1e9, extra={})
+    with pytest.raises(SyncError, match="not the one being received"):
+        area.commit("p3", keep=5, max_age=1e9, extra={})
+    assert (area.current / "file").read_text() == "one"
+
+
+def test_a_new_pass_starts_from_an_empty_incoming(tmp_path: Path) -> None:
+    area = Area(tmp_path)
+    area.begin("p1", 1, NOW)
+    (area.incoming / "leftover").write_text("from a cut pass")
+    area.begin("p2", 1, NOW)
+    assert list(area.incoming.iterdir()) == []
+
+
+def test_commit_applies_retention_through_the_trash(tmp_path: Path) -> None:
+    area = Area(tmp_path)
+    for i in range(4):
+        _received(area, f"p{i}", NOW + dt.timedelta(minutes=i), str(i))
+        area.commit(f"p{i}", keep=2, max_age=1e9, extra={})
+    assert len(area.names()) == 2
+    assert area.empty_trash() == 2
+    assert (area.current / "file").read_text() == "3"
+
+
+def test_only_one_pass_is_received_at_a_time(tmp_path: Path) -> None:
+    area = Area(tmp_path)
+    with area.locked(), pytest.raises(SyncError, match="another pass"), area.locked():
+        pass
+    assert not area.busy()
