@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import docker
 from docker.models.containers import Container
@@ -45,12 +45,14 @@ class Side:
         return container
 
     def run(self, argv: list[str], check: bool = True) -> str:
-        """Run ``argv`` in the container; its output (raises if it fails, unless not ``check``)."""
-        code, output = self.container.exec_run(argv)
-        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+        """Run ``argv`` in the container; its stdout (raises with stderr too if it fails)."""
+        code, output = self.container.exec_run(argv, demux=True)
+        out, err = cast("tuple[bytes | None, bytes | None]", output)
+        stdout = (out or b"").decode(errors="replace")
         if check and code != 0:
-            raise CommandFailed(argv, code if code is not None else -1, text)
-        return text
+            stderr = (err or b"").decode(errors="replace")
+            raise CommandFailed(argv, code if code is not None else -1, stdout + stderr)
+        return stdout
 
     def succeeds(self, argv: list[str]) -> bool:
         code, _ = self.container.exec_run(argv)
