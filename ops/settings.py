@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 from gitlab_sync.config import parse_duration
 from ops.errors import SettingError
 
+
 def _str(text: str) -> str:
     if not text.strip():
         raise ValueError("a non-empty value")
@@ -73,7 +74,9 @@ _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 def _image(text: str) -> str:
     value = text.strip()
     if not _IMAGE.match(value) or (":" not in value.rsplit("/", 1)[-1] and "@" not in value):
-        raise ValueError("an image reference pinned to a tag or digest, like gitlab/gitlab-ce:17.8.1-ce.0")
+        raise ValueError(
+            "an image reference pinned to a tag or digest, like gitlab/gitlab-ce:17.8.1-ce.0"
+        )
     if value.endswith(":latest"):
         raise ValueError("a pinned tag, not :latest (master and slave must run the same GitLab)")
     return value
@@ -144,52 +147,118 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     # The pair and its Compose stack
-    Spec("PROJECT_NAME", _str, "gitlab-dr",
-         "Compose project name on each host, and the value of the Project tag in AWS."),
-    Spec("GITLAB_IMAGE", _image, "gitlab/gitlab-ce:17.8.1-ce.0",
-         "GitLab image, pinned; the same on master and slave."),
+    Spec(
+        "PROJECT_NAME",
+        _str,
+        "gitlab-dr",
+        "Compose project name on each host, and the value of the Project tag in AWS.",
+    ),
+    Spec(
+        "GITLAB_IMAGE",
+        _image,
+        "gitlab/gitlab-ce:17.8.1-ce.0",
+        "GitLab image, pinned; the same on master and slave.",
+    ),
     Spec("GITLAB_HOSTNAME", _str, "gitlab.example.com", "GitLab's host name (external URL)."),
-    Spec("GITLAB_HOME", _abs_path, "/srv/gitlab",
-         "Host folder holding GitLab's config/, data/ and logs/ (on the EBS data volume)."),
-    Spec("SYNC_HOME", _abs_path, "/srv/gitlab-sync",
-         "Host folder holding the slave's snapshots (same filesystem as GITLAB_HOME)."),
+    Spec(
+        "GITLAB_HOME",
+        _abs_path,
+        "/srv/gitlab",
+        "Host folder holding GitLab's config/, data/ and logs/ (on the EBS data volume).",
+    ),
+    Spec(
+        "SYNC_HOME",
+        _abs_path,
+        "/srv/gitlab-sync",
+        "Host folder holding the slave's snapshots (same filesystem as GITLAB_HOME).",
+    ),
     Spec("GITLAB_SHM_SIZE", _str, "256m", "Shared memory for the GitLab container."),
     Spec("GITLAB_HTTP_PORT", _port, "80", "Host port for GitLab's HTTP."),
     Spec("GITLAB_HTTPS_PORT", _port, "443", "Host port for GitLab's HTTPS."),
     Spec("GITLAB_SSH_PORT", _port, "2424", "Host port for git over SSH."),
     Spec("GITLAB_REGISTRY_PORT", _port, "5050", "Host port for the container registry."),
-    Spec("BASE_IMAGE", _str, "debian:bookworm-slim",
-         "Base image for the images this project builds (make images picks a local one if needed)."),
-    Spec("SYNC_IMAGE", _str, "gitlab-dr/gitlab-rsync:local", "Tag of the gitlab-rsync sidecar image."),
+    Spec(
+        "BASE_IMAGE",
+        _str,
+        "debian:bookworm-slim",
+        "Base image for the images this project builds (make images picks a local one if needed).",
+    ),
+    Spec(
+        "SYNC_IMAGE", _str, "gitlab-dr/gitlab-rsync:local", "Tag of the gitlab-rsync sidecar image."
+    ),
     # Sync
-    Spec("SYNC_PORT", _port, "2222", "Port of the slave sidecar's SSH receiver (only the master reaches it)."),
-    Spec("SYNC_INTERVAL", parse_duration, "5m", "Period of the full pass that catches what inotify misses."),
+    Spec(
+        "SYNC_PORT",
+        _port,
+        "2222",
+        "Port of the slave sidecar's SSH receiver (only the master reaches it).",
+    ),
+    Spec(
+        "SYNC_INTERVAL",
+        parse_duration,
+        "5m",
+        "Period of the full pass that catches what inotify misses.",
+    ),
     Spec("SYNC_BATCH", parse_duration, "0.2s", "Quiet time that closes a batch of change events."),
     Spec("SYNC_MAX_DELAY", parse_duration, "1s", "Longest a batch waits once it has an event."),
     Spec("SYNC_BWLIMIT", _non_negative_int, "0", "rsync bandwidth limit in KiB/s (0: none)."),
-    Spec("SNAPSHOT_KEEP", _positive_int, "24", "How many complete snapshots the slave keeps at most."),
-    Spec("SNAPSHOT_MAX_AGE", parse_duration, "7d", "Snapshots older than this are pruned (the newest never is)."),
-    Spec("STALE_AFTER", parse_duration, "15m",
-         "A newest complete snapshot older than this is a failed check and blocks promotion."),
+    Spec(
+        "SNAPSHOT_KEEP", _positive_int, "24", "How many complete snapshots the slave keeps at most."
+    ),
+    Spec(
+        "SNAPSHOT_MAX_AGE",
+        parse_duration,
+        "7d",
+        "Snapshots older than this are pruned (the newest never is).",
+    ),
+    Spec(
+        "STALE_AFTER",
+        parse_duration,
+        "15m",
+        "A newest complete snapshot older than this is a failed check and blocks promotion.",
+    ),
     # Hosts over SSH
-    Spec("SSH_USER", _str, "admin", "User for SSH to each host's Docker engine (Debian AMIs: admin)."),
+    Spec(
+        "SSH_USER", _str, "admin", "User for SSH to each host's Docker engine (Debian AMIs: admin)."
+    ),
     Spec("SSH_KEY_FILE", _local_path, "~/.ssh/id_ed25519", "Private key for SSH to the hosts."),
-    Spec("SSH_KNOWN_HOSTS", _local_path, "~/.ssh/known_hosts", "Known-hosts file the hosts' keys are checked against."),
+    Spec(
+        "SSH_KNOWN_HOSTS",
+        _local_path,
+        "~/.ssh/known_hosts",
+        "Known-hosts file the hosts' keys are checked against.",
+    ),
     Spec("SSH_CONNECT_TIMEOUT", parse_duration, "10s", "Deadline for reaching a host over SSH."),
     Spec("MASTER_HOST", _optional_str, "", "Address of the master host (empty: read from AWS)."),
     Spec("SLAVE_HOST", _optional_str, "", "Address of the slave host (empty: read from AWS)."),
     # AWS
     Spec("AWS_REGION", _region, "eu-west-1", "AWS region of the pair."),
-    Spec("AWS_ENDPOINT_URL", _url, "", "Another AWS endpoint (a moto server); empty for AWS itself."),
+    Spec(
+        "AWS_ENDPOINT_URL", _url, "", "Another AWS endpoint (a moto server); empty for AWS itself."
+    ),
     Spec("AMI_ID", _ami, "", "AMI built by inv build-ami."),
     Spec("INSTANCE_TYPE", _str, "m5.xlarge", "EC2 instance type for master and slave."),
     Spec("KEY_NAME", _optional_str, "", "EC2 key pair for admin SSH (empty: none)."),
-    Spec("AVAILABILITY_ZONES", _zones, "", "Two zones for master and slave (empty: the region's first two)."),
+    Spec(
+        "AVAILABILITY_ZONES",
+        _zones,
+        "",
+        "Two zones for master and slave (empty: the region's first two).",
+    ),
     Spec("DATA_VOLUME_GB", _positive_int, "100", "Size of each host's encrypted EBS data volume."),
-    Spec("CLIENT_CIDRS", _cidrs, "10.0.0.0/8", "Who may reach GitLab (HTTP, HTTPS, git SSH, registry)."),
+    Spec(
+        "CLIENT_CIDRS",
+        _cidrs,
+        "10.0.0.0/8",
+        "Who may reach GitLab (HTTP, HTTPS, git SSH, registry).",
+    ),
     Spec("ADMIN_CIDR", _admin_cidr, "192.0.2.0/24", "The operator's network, allowed admin SSH."),
-    Spec("AWS_WAIT_TIMEOUT", parse_duration, "10m",
-         "Deadline for each AWS wait (an instance running, a volume attached)."),
+    Spec(
+        "AWS_WAIT_TIMEOUT",
+        parse_duration,
+        "10m",
+        "Deadline for each AWS wait (an instance running, a volume attached).",
+    ),
 )
 
 
@@ -245,10 +314,25 @@ class Settings:
     def compose_env(self) -> dict[str, str]:
         """The variables the Compose stack reads, as strings."""
         names = (
-            "PROJECT_NAME", "GITLAB_IMAGE", "GITLAB_HOSTNAME", "GITLAB_HOME", "SYNC_HOME",
-            "GITLAB_SHM_SIZE", "GITLAB_HTTP_PORT", "GITLAB_HTTPS_PORT", "GITLAB_SSH_PORT",
-            "GITLAB_REGISTRY_PORT", "BASE_IMAGE", "SYNC_IMAGE", "SYNC_PORT", "SYNC_INTERVAL",
-            "SYNC_BATCH", "SYNC_MAX_DELAY", "SYNC_BWLIMIT", "SNAPSHOT_KEEP", "SNAPSHOT_MAX_AGE",
+            "PROJECT_NAME",
+            "GITLAB_IMAGE",
+            "GITLAB_HOSTNAME",
+            "GITLAB_HOME",
+            "SYNC_HOME",
+            "GITLAB_SHM_SIZE",
+            "GITLAB_HTTP_PORT",
+            "GITLAB_HTTPS_PORT",
+            "GITLAB_SSH_PORT",
+            "GITLAB_REGISTRY_PORT",
+            "BASE_IMAGE",
+            "SYNC_IMAGE",
+            "SYNC_PORT",
+            "SYNC_INTERVAL",
+            "SYNC_BATCH",
+            "SYNC_MAX_DELAY",
+            "SYNC_BWLIMIT",
+            "SNAPSHOT_KEEP",
+            "SNAPSHOT_MAX_AGE",
         )
         return {name: _render(getattr(self, name.lower())) for name in names}
 
@@ -261,7 +345,8 @@ def _render(value: object) -> str:
     return str(value)
 
 
-assert [s.name.lower() for s in SPECS] == [f.name for f in fields(Settings)], "SPECS and Settings differ"
+if [s.name.lower() for s in SPECS] != [f.name for f in fields(Settings)]:
+    raise RuntimeError("ops.settings: SPECS and Settings must list the same settings in order")
 
 
 def env_file_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -276,7 +361,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
     path = env_file if env_file is not None else env_file_path(environ)
     if "ENV_FILE" in environ and env_file is None and not path.is_file():
         raise SettingError(f"ENV_FILE names {path}, which is not a readable file")
-    from_file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    from_file = (
+        {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    )
     values: dict[str, Any] = {}
     for spec in SPECS:
         raw = environ.get(spec.name, from_file.get(spec.name, spec.default))
