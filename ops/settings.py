@@ -308,7 +308,7 @@ class Settings:
         value = getattr(self, name.lower())
         if value in ("", ()):
             spec = next(s for s in SPECS if s.name == name)
-            raise SettingError(f"{name} is not set: {spec.help[0].lower()}{spec.help[1:]}")
+            raise SettingError(f"{name} is not set ({spec.help.rstrip('.')})")
         return value
 
     def compose_env(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ declare -A need=(
   [shellcheck]=shellcheck    # every shell script is checked
   [packer]=packer            # packer fmt -check on the AMI template
   [rsync]=rsync              # benchmarks compare against a bare rsync
+  [docker-compose]=docker-compose  # ops deploys the stack to each host with it
 )
 missing=()
 for tool in "${!need[@]}"; do

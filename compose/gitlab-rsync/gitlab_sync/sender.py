@@ -252,7 +252,8 @@ class Watcher:
             text=True,
         )
         errors: list[str] = []
-        threading.Thread(target=self._read_stderr, args=(errors,), daemon=True).start()
+        reader = threading.Thread(target=self._read_stderr, args=(errors,), daemon=True)
+        reader.start()
         for _line in self._proc.stdout or ():
             now = time.monotonic()
             with self._lock:
@@ -260,6 +261,7 @@ class Watcher:
                     self._first = now
                 self._last = now
         code = self._proc.wait()
+        reader.join(5)  # every line of stderr read before it is judged
         err = " ".join(errors)
         if "upper limit on inotify" in err:
             self.note = (
