@@ -7,13 +7,18 @@ Run ``inv --list`` for the tasks and ``inv --help TASK`` for one. Settings come 
 from __future__ import annotations
 
 import functools
+import json as json_mod
+import shlex
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from ops import ami as ami_mod
+from ops import launch as launch_mod
 from ops import settings as settings_mod
 from ops.errors import OpsError, Refusal
 
@@ -58,4 +63,42 @@ def settings(c: Any, json: bool = False) -> None:
         print(f"{key.upper():22} {value}")
 
 
-ns = Collection(settings)
+@task(help={"dry-run": "print the plan and change nothing", "json": "print JSON for machines"})
+@edge
+def launch(c: Any, dry_run: bool = False, json: bool = False) -> None:
+    """Create or find the pair in AWS: security groups, two instances, data volumes, Elastic IP.
+
+    Idempotent by tags: a second run creates nothing, and a run cut short is finished.
+    """
+    report = launch_mod.launch(load_settings(), dry_run=dry_run)
+    if json:
+        print(json_mod.dumps(report.to_dict(), indent=2))
+        return
+    print("\n".join(report.lines()))
+
+
+@task(
+    help={
+        "var-file": "Packer variables file (default: packer/gitlab.pkrvars.hcl if it exists)",
+        "dry-run": "print the packer command lines and run nothing",
+    }
+)
+@edge
+def build_ami(c: Any, var_file: str = "", dry_run: bool = False) -> None:
+    """Build the hosts' AMI with Packer: Debian 12, Docker, Compose, the GitLab image pulled.
+
+    Needs Packer 1.7+ and AWS credentials (AWS_PROFILE, ~/.aws, ...). Streams Packer's progress,
+    then prints the AMI id and the AMI_ID= line to put in .env.
+    """
+    path = Path(var_file) if var_file else None
+    if dry_run:
+        for argv in ami_mod.plan(load_settings(), path).commands:
+            print(shlex.join(argv))
+        return
+    ami_id = ami_mod.build_ami(load_settings(), path, on_line=print)
+    print(f"AMI built: {ami_id}")
+    print("Put this line in .env:")
+    print(f"AMI_ID={ami_id}")
+
+
+ns = Collection(settings, launch, build_ami)
