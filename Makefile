@@ -10,6 +10,7 @@ export TESTCONTAINERS_RYUK_DISABLED := true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 SYNC_IMAGE ?= gitlab-dr/gitlab-rsync:local
+STANDIN_IMAGE ?= gitlab-dr/gitlab-standin:local
 PYTEST_ARGS ?=
 
 .PHONY: help setup host-deps images test unit integration lint drill bench clean
@@ -32,6 +33,9 @@ images: host-deps ## build the images (base image from Debian's packages when no
 	@base=$$(scripts/base-image.sh) && echo "images: base $$base" && \
 	docker build -q --build-arg BASE_IMAGE=$$base -t $(SYNC_IMAGE) compose/gitlab-rsync >/dev/null && \
 	echo "images: built $(SYNC_IMAGE)"
+	@base=$$(scripts/base-image.sh) && \
+	docker build -q --build-arg BASE_IMAGE=$$base -t $(STANDIN_IMAGE) compose/gitlab-standin >/dev/null && \
+	echo "images: built $(STANDIN_IMAGE)"
 
 test: setup images ## the whole suite: unit, then integration (real Docker, rsync, sshd, moto)
 	$(BIN)/pytest $(PYTEST_ARGS) tests
