@@ -101,4 +101,49 @@ def build_ami(c: Any, var_file: str = "", dry_run: bool = False) -> None:
     print(f"AMI_ID={ami_id}")
 
 
-ns = Collection(settings, launch, build_ami)
+@task(
+    help={
+        "timeout": "seconds to wait for the first complete pass (default 600)",
+        "json": "print the result as JSON",
+    }
+)
+@edge
+def pair(c: Any, timeout: float = 600.0, json: bool = False) -> None:
+    """Pair master and slave: deploy both stacks, exchange keys, start sync and GitLab.
+
+    The slave's GitLab is only created. Waits for the first complete pass, with progress, then
+    prints the pair's status. Safe to run again: it repairs what is missing, nothing else.
+    """
+    from ops import pair as pair_mod
+    from ops import status as status_mod
+
+    loaded = load_settings()
+    result = pair_mod.pair(
+        loaded, progress=lambda line: print(f"pair: {line}", flush=True), timeout=timeout
+    )
+    if json:
+        print(json_mod.dumps(result.to_dict(), indent=2))
+        return
+    print("\n".join(status_mod.render(status_mod.collect(loaded))))
+
+
+@task(help={"json": "print the report as JSON"})
+@edge
+def status(c: Any, json: bool = False) -> None:
+    """The pair at a glance: AWS, containers, sync, and checks (exit 1 if a critical one fails).
+
+    A monitor can run it: an unreachable host is a failed check, not a crash.
+    """
+    from ops import status as status_mod
+
+    report = status_mod.collect(load_settings())
+    if json:
+        print(json_mod.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(status_mod.render(report)))
+    if not report.ok:
+        failed = [c.name for c in report.checks if c.critical and not c.ok]
+        raise Exit(f"status: {len(failed)} critical check(s) failed: {', '.join(failed)}", 1)
+
+
+ns = Collection(settings, launch, build_ami, pair, status)

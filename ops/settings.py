@@ -7,6 +7,7 @@ The environment wins over the file, so ``FOO=1 inv status`` does what it says.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -128,6 +129,16 @@ def _ami(text: str) -> str:
     return value
 
 
+def _overrides(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for word in text.split():
+        name, sep, value = word.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or name.endswith("_OVERRIDES"):
+            raise ValueError("KEY=VALUE words separated by spaces, like 'SYNC_PORT=2223'")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
 def _url(text: str) -> str:
     value = text.strip()
     if value and not re.match(r"^https?://[^\s/]+", value):
@@ -231,6 +242,27 @@ SPECS: tuple[Spec, ...] = (
     Spec("SSH_CONNECT_TIMEOUT", parse_duration, "10s", "Deadline for reaching a host over SSH."),
     Spec("MASTER_HOST", _optional_str, "", "Address of the master host (empty: read from AWS)."),
     Spec("SLAVE_HOST", _optional_str, "", "Address of the slave host (empty: read from AWS)."),
+    Spec(
+        "SLAVE_SYNC_ADDRESS",
+        _optional_str,
+        "",
+        "host[:port] where the master's sidecar reaches the slave's receiver "
+        "(empty: the slave's private address in AWS and SYNC_PORT).",
+    ),
+    Spec(
+        "MASTER_OVERRIDES",
+        _overrides,
+        "",
+        "Settings that differ on the master, as KEY=VALUE words (the sandbox puts both hosts "
+        "on one engine); empty on AWS.",
+    ),
+    Spec("SLAVE_OVERRIDES", _overrides, "", "The same for the slave."),
+    Spec(
+        "USE_AWS",
+        _bool,
+        "true",
+        "Read roles, epoch and addresses from AWS; false: MASTER_HOST/SLAVE_HOST and epoch 1.",
+    ),
     # AWS
     Spec("AWS_REGION", _region, "eu-west-1", "AWS region of the pair."),
     Spec(
@@ -292,6 +324,10 @@ class Settings:
     ssh_connect_timeout: float
     master_host: str
     slave_host: str
+    slave_sync_address: str
+    master_overrides: tuple[tuple[str, str], ...]
+    slave_overrides: tuple[tuple[str, str], ...]
+    use_aws: bool
     aws_region: str
     aws_endpoint_url: str
     ami_id: str
@@ -310,6 +346,22 @@ class Settings:
             spec = next(s for s in SPECS if s.name == name)
             raise SettingError(f"{name} is not set ({spec.help.rstrip('.')})")
         return value
+
+    def for_role(self, role: str) -> Settings:
+        """These settings as they apply on the ``role`` host (its overrides validated)."""
+        overrides = self.master_overrides if role == "master" else self.slave_overrides
+        values = {}
+        for name, raw in overrides:
+            spec = next((s for s in SPECS if s.name == name), None)
+            if spec is None:
+                raise SettingError(f"{role.upper()}_OVERRIDES: {name} is not a setting")
+            try:
+                values[name.lower()] = spec.parse(raw)
+            except ValueError as exc:
+                raise SettingError(
+                    f"{role.upper()}_OVERRIDES: {name}: expected {exc}, got {raw!r}"
+                ) from None
+        return dataclasses.replace(self, **values)
 
     def compose_env(self) -> dict[str, str]:
         """The variables the Compose stack reads, as strings."""

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the module is loaded as a plugin below, so pytest can rewri
     from tests.integration.sshd_host import SshdHost, SshdHosts
 
 pytestmark = pytest.mark.integration
-pytest_plugins = ["tests.integration.sshd_host"]
 
 STACK = Path(__file__).resolve().parent / "hosts-stack" / "docker-compose.yml"
 

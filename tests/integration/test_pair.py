@@ -1,0 +1,166 @@
+"""``inv pair`` and ``inv status`` for real: two sshd hosts in front of the local engine.
+
+The tasks run as commands, with their settings in a file named by ENV_FILE, as an operator
+would run them. Both stacks share the local engine, so each host gets its own project name,
+folders and ports through MASTER_OVERRIDES / SLAVE_OVERRIDES; the master's sidecar reaches the
+slave's receiver through its published port on the engine's bridge address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.integration.sshd_host import SshdHost, SshdHosts
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+STANDIN = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))  # noqa: S104 - the stacks publish on every address
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _overrides(host: SshdHost, home: Path) -> str:
+    words = {
+        "PROJECT_NAME": host.settings.project_name,
+        "SSH_KEY_FILE": host.settings.ssh_key_file,
+        "SSH_KNOWN_HOSTS": host.settings.ssh_known_hosts,
+        "GITLAB_HOME": str(home / "gitlab"),
+        "SYNC_HOME": str(home / "gitlab-sync"),
+        "SYNC_PORT": str(_free_port()),
+        "GITLAB_HTTP_PORT": str(_free_port()),
+        "GITLAB_HTTPS_PORT": str(_free_port()),
+        "GITLAB_SSH_PORT": str(_free_port()),
+        "GITLAB_REGISTRY_PORT": str(_free_port()),
+    }
+    return " ".join(f"{k}={v}" for k, v in words.items())
+
+
+def _env_file(tmp_path: Path, master: SshdHost, slave: SshdHost) -> Path:
+    # The engine's bridge address (its gateway, or the subnet's first address when unnamed).
+    ipam = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
+    gateway = ipam.get("Gateway") or str(ipaddress.ip_network(ipam["Subnet"])[1])
+    slave_words = _overrides(slave, tmp_path / "slave")
+    slave_port = dict(w.split("=", 1) for w in slave_words.split())["SYNC_PORT"]
+    lines = {
+        "USE_AWS": "false",
+        "MASTER_HOST": f"127.0.0.1:{master.port}",
+        "SLAVE_HOST": f"127.0.0.1:{slave.port}",
+        "SLAVE_SYNC_ADDRESS": f"{gateway}:{slave_port}",
+        "GITLAB_IMAGE": STANDIN,
+        "BASE_IMAGE": master.settings.base_image,
+        "SSH_USER": master.settings.ssh_user,
+        "SSH_CONNECT_TIMEOUT": "5s",
+        "SYNC_INTERVAL": "20s",
+        "MASTER_OVERRIDES": _overrides(master, tmp_path / "master"),
+        "SLAVE_OVERRIDES": slave_words,
+    }
+    path = tmp_path / "pair.env"
+    path.write_text("".join(f"{k}='{v}'\n" for k, v in lines.items()))
+    return path
+
+
+def _inv(env_file: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ENV_FILE": str(env_file)}
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> None:
+    master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
+    env_file = _env_file(tmp_path, master, slave)
+
+    first = _inv(env_file, "pair")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for step in (
+        "slave: accepts the master's key",
+        "master: sync started",
+        "master: GitLab started",
+        "complete pass",
+    ):
+        assert step in first.stdout, first.stdout
+
+    client = docker.from_env()
+
+    def state(project: str, service: str) -> str:
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={project}",
+                    f"com.docker.compose.service={service}",
+                ]
+            },
+        )
+        assert len(found) == 1
+        return str(found[0].status)
+
+    assert state(master.settings.project_name, "gitlab") == "running"
+    assert state(slave.settings.project_name, "gitlab") == "created"
+    snapshot = tmp_path / "slave" / "gitlab-sync" / "current"
+    assert (snapshot / "config" / "gitlab-secrets.json").is_file()
+
+    again = _inv(env_file, "pair")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to change: already paired" in again.stdout
+
+    report = _inv(env_file, "status", "--json")
+    assert report.returncode == 0, report.stdout + report.stderr
+    data = json.loads(report.stdout)
+    checks = {c["name"]: c for c in data["checks"]}
+    for name in (
+        "master host",
+        "slave host",
+        "master serving",
+        "master sending",
+        "slave receiving",
+        "last complete pass",
+        "epoch",
+        "slave gitlab not started",
+    ):
+        assert checks[name]["ok"], checks[name]
+    assert data["ok"] is True
+
+    slave.container.stop(timeout=1)
+    down = _inv(env_file, "status")
+    assert down.returncode == 1
+    assert "FAIL slave host" in down.stdout
+    assert "critical check(s) failed: slave host" in down.stderr
+    assert "Traceback" not in down.stdout + down.stderr
+
+
+def test_pair_with_a_bad_setting_is_one_line_and_touches_nothing(
+    sshd_hosts: SshdHosts, tmp_path: Path
+) -> None:
+    master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
+    env_file = _env_file(tmp_path, master, slave)
+    env_file.write_text(env_file.read_text() + "SLAVE_OVERRIDES='SYNC_PORT=99999'\n")
+    failed = _inv(env_file, "pair")
+    assert failed.returncode != 0
+    assert failed.stderr.strip().splitlines() == [
+        "error: SLAVE_OVERRIDES: SYNC_PORT: expected a port number from 1 to 65535, got '99999'"
+    ]
+    assert not docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={master.settings.project_name}"}
+    )
