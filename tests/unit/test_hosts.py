@@ -26,6 +26,7 @@ from ops.hosts import (
     ssh_options,
 )
 from ops.settings import Settings
+from tests.fakes import FakeClock
 
 HOST = Host("master", "10.0.0.5", 2201, "admin")
 
@@ -202,17 +203,6 @@ def test_the_project_label_is_the_name_compose_makes_of_project_name(settings: S
     assert compose_project(dataclasses.replace(settings, project_name="GitLab DR.2")) == "gitlabdr2"
     with pytest.raises(SettingError):
         compose_project(dataclasses.replace(settings, project_name="!!"))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class ScriptedEngine(Engine):

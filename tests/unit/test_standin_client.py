@@ -8,6 +8,7 @@ import pytest
 from docker.models.containers import Container
 
 from ops import standin_client as gl
+from tests.fakes import FakeClock
 
 DOWN = {
     "status": "failed",
@@ -32,17 +33,6 @@ def test_readiness_reason_names_each_failed_check() -> None:
     )
     assert gl.Readiness(0, error="connection refused").reason == "no answer (connection refused)"
     assert gl.Readiness(502, None, "Bad Gateway").reason == "HTTP 502: Bad Gateway"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_wait_ready_returns_the_time_waited_once_green() -> None:
