@@ -47,10 +47,13 @@ def _loader() -> botocore.loaders.Loader:
     return botocore.loaders.create_loader()
 
 
-def boto_session(region: str) -> boto3.session.Session:
-    """A new boto3 session (credentials resolved afresh) sharing one cache of service models."""
+def boto_session(region: str, credentials_file: str = "") -> boto3.session.Session:
+    """A new boto3 session (credentials resolved afresh) sharing one cache of service models;
+    ``credentials_file``, when given, is read instead of ``~/.aws/credentials``."""
     core = botocore.session.Session()
     core.register_component("data_loader", _loader())
+    if credentials_file:
+        core.set_config_variable("credentials_file", credentials_file)
     return boto3.session.Session(botocore_session=core, region_name=region)
 
 
@@ -90,7 +93,7 @@ def client_config(region: str, max_attempts: int = MAX_ATTEMPTS) -> Config:
 def ec2_client(settings: Settings, max_attempts: int = MAX_ATTEMPTS) -> EC2Client:
     """An EC2 client for the pair's region (and ``AWS_ENDPOINT_URL`` when it is set)."""
     region = check_region(settings.aws_region)
-    session = boto_session(region)
+    session = boto_session(region, settings.aws_shared_credentials_file)
     # boto3 reads AWS_ENDPOINT_URL from the environment itself; the setting may also come from
     # the .env file, which boto3 does not read, so it is passed explicitly when it is set.
     return session.client(

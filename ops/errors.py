@@ -25,3 +25,7 @@ class SyncError(OpsError):
 
 class Refusal(OpsError):
     """An operation was refused on purpose: the message says why and what flag overrides it."""
+
+
+class SandboxError(OpsError):
+    """The local sandbox could not be brought up or taken down."""

@@ -128,13 +128,17 @@ class Host:
 def host_for(role: str, settings: Settings) -> Host:
     """The host for ``role`` (master or slave) from MASTER_HOST / SLAVE_HOST: ``address[:port]``."""
     name = f"{role.upper()}_HOST"
-    text = str(settings.require(name))
+    return parse_host(role, str(settings.require(name)), settings.ssh_user, name)
+
+
+def parse_host(role: str, text: str, user: str, where: str) -> Host:
+    """The host at ``address[:port]`` (port 22 when none); ``where`` names the setting."""
     match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:]+)(?::(\d+))?|([0-9a-fA-F:]+)", text)
     if not match:
-        raise SettingError(f"{name}: expected an address or address:port, got {text!r}")
+        raise SettingError(f"{where}: expected an address or address:port, got {text!r}")
     address = match.group(1) or match.group(3) or match.group(5)
     port = match.group(2) or match.group(4) or "22"
-    return Host(role, address, int(port), settings.ssh_user)
+    return Host(role, address, int(port), user)
 
 
 def _ssh_path(path: str, suffix: str = "") -> str:

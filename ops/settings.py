@@ -139,6 +139,42 @@ def _overrides(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
+
+
+def _instance_id(text: str) -> str:
+    if not _INSTANCE_ID.match(text):
+        raise ValueError(f"an instance id like i-0123456789abcdef0, not {text!r}")
+    return text
+
+
+def _instance_hosts(text: str) -> tuple[tuple[str, str], ...]:
+    pairs: dict[str, str] = {}
+    for word in text.split():
+        instance, sep, address = word.partition("=")
+        if not sep or not address:
+            raise ValueError("INSTANCE_ID=host[:port] words, like 'i-0abc12345=127.0.0.1:32001'")
+        if _instance_id(instance) in pairs:
+            raise ValueError(f"one address per instance ({instance} is named twice)")
+        pairs[instance] = address
+    return tuple(pairs.items())
+
+
+def _instance_overrides(text: str) -> tuple[tuple[str, str, str], ...]:
+    items = []
+    for word in text.split():
+        instance, sep, rest = word.partition(":")
+        name, eq, value = rest.partition("=")
+        if not sep or not eq or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+            raise ValueError(
+                "INSTANCE_ID:KEY=VALUE words separated by spaces, like 'i-0abc12345:SYNC_PORT=2223'"
+            )
+        if name.endswith("_OVERRIDES") or name.startswith("INSTANCE_") or name == "USE_AWS":
+            raise ValueError(f"settings of one host, not {name}")
+        items.append((_instance_id(instance), name, value))
+    return tuple(items)
+
+
 def _url(text: str) -> str:
     value = text.strip()
     if value and not re.match(r"^https?://[^\s/]+", value):
@@ -258,6 +294,39 @@ SPECS: tuple[Spec, ...] = (
     ),
     Spec("SLAVE_OVERRIDES", _overrides, "", "The same for the slave."),
     Spec(
+        "INSTANCE_HOSTS",
+        _instance_hosts,
+        "",
+        "With USE_AWS: where an instance's SSH is reached when not at its public address, as "
+        "INSTANCE_ID=host[:port] words (the sandbox's local ports); empty on AWS.",
+    ),
+    Spec(
+        "INSTANCE_OVERRIDES",
+        _instance_overrides,
+        "",
+        "With USE_AWS: settings that differ on one instance, as INSTANCE_ID:KEY=VALUE words; "
+        "they follow the instance when a promotion swaps the roles. Empty on AWS.",
+    ),
+    Spec(
+        "PUBLIC_URL",
+        _url,
+        "",
+        "URL clients use to reach GitLab (empty: http://<Elastic IP>); promotion's RTO ends "
+        "when its /-/readiness answers.",
+    ),
+    Spec(
+        "READY_TIMEOUT",
+        parse_duration,
+        "15m",
+        "How long promotion waits for GitLab on the slave to be ready.",
+    ),
+    Spec(
+        "STATE_DIR",
+        _local_path,
+        ".gitlab-dr",
+        "Local folder for promotion journals and post-mortem bundles.",
+    ),
+    Spec(
         "USE_AWS",
         _bool,
         "true",
@@ -267,6 +336,12 @@ SPECS: tuple[Spec, ...] = (
     Spec("AWS_REGION", _region, "eu-west-1", "AWS region of the pair."),
     Spec(
         "AWS_ENDPOINT_URL", _url, "", "Another AWS endpoint (a moto server); empty for AWS itself."
+    ),
+    Spec(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        _local_path,
+        "",
+        "AWS credentials file (the sandbox's fake keys for moto); empty: boto3's usual places.",
     ),
     Spec("AMI_ID", _ami, "", "AMI built by inv build-ami."),
     Spec("INSTANCE_TYPE", _str, "m5.xlarge", "EC2 instance type for master and slave."),
@@ -327,9 +402,15 @@ class Settings:
     slave_sync_address: str
     master_overrides: tuple[tuple[str, str], ...]
     slave_overrides: tuple[tuple[str, str], ...]
+    instance_hosts: tuple[tuple[str, str], ...]
+    instance_overrides: tuple[tuple[str, str, str], ...]
+    public_url: str
+    ready_timeout: float
+    state_dir: str
     use_aws: bool
     aws_region: str
     aws_endpoint_url: str
+    aws_shared_credentials_file: str
     ami_id: str
     instance_type: str
     key_name: str
@@ -350,17 +431,29 @@ class Settings:
     def for_role(self, role: str) -> Settings:
         """These settings as they apply on the ``role`` host (its overrides validated)."""
         overrides = self.master_overrides if role == "master" else self.slave_overrides
+        return self._with(f"{role.upper()}_OVERRIDES", overrides)
+
+    def for_instance(self, instance_id: str) -> Settings:
+        """These settings as they apply on instance ``instance_id`` (INSTANCE_OVERRIDES)."""
+        mine = tuple(
+            (name, raw) for iid, name, raw in self.instance_overrides if iid == instance_id
+        )
+        return self._with(f"INSTANCE_OVERRIDES: {instance_id}", mine)
+
+    def instance_address(self, instance_id: str) -> str:
+        """``host[:port]`` from INSTANCE_HOSTS for ``instance_id``, or ``""``."""
+        return dict(self.instance_hosts).get(instance_id, "")
+
+    def _with(self, where: str, overrides: tuple[tuple[str, str], ...]) -> Settings:
         values = {}
         for name, raw in overrides:
             spec = next((s for s in SPECS if s.name == name), None)
             if spec is None:
-                raise SettingError(f"{role.upper()}_OVERRIDES: {name} is not a setting")
+                raise SettingError(f"{where}: {name} is not a setting")
             try:
                 values[name.lower()] = spec.parse(raw)
             except ValueError as exc:
-                raise SettingError(
-                    f"{role.upper()}_OVERRIDES: {name}: expected {exc}, got {raw!r}"
-                ) from None
+                raise SettingError(f"{where}: {name}: expected {exc}, got {raw!r}") from None
         return dataclasses.replace(self, **values)
 
     def compose_env(self) -> dict[str, str]:

@@ -2,7 +2,14 @@
 
 Read from AWS (instance tags and addresses) unless ``USE_AWS=false``; ``MASTER_HOST``,
 ``SLAVE_HOST`` and ``SLAVE_SYNC_ADDRESS`` override the addresses, and ``*_OVERRIDES`` the
-settings of one host (the sandbox runs both stacks on one engine).
+settings of one host.
+
+In AWS the roles move between instances at each promotion, so what belongs to a machine is
+keyed by its instance id, not by its role: ``INSTANCE_HOSTS`` says where an instance's SSH is
+when it is not at its public address, and ``INSTANCE_OVERRIDES`` which settings differ on it
+(the sandbox runs both "instances" on one engine, with their own project names, folders and
+ports). After the Role tags swap, :func:`resolve` still reaches the right engine with the right
+settings. The settings of a side are, in order: the file, the role's overrides, the instance's.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from dataclasses import dataclass
 
 from ops import aws, inventory
 from ops.errors import SettingError
-from ops.hosts import Host, host_for
+from ops.hosts import Host, host_for, parse_host
 from ops.inventory import PairState, Role
 from ops.settings import Settings
 
@@ -23,6 +30,8 @@ class Side:
     role: Role
     host: Host
     settings: Settings
+    instance_id: str | None = None
+    """The instance in this role, when AWS said which (None with MASTER_HOST / SLAVE_HOST)."""
 
 
 @dataclass(frozen=True)
@@ -45,22 +54,41 @@ def read_aws(settings: Settings) -> PairState | None:
     return inventory.describe_pair(settings, aws.ec2_client(settings))
 
 
+def instance_side(role: Role, settings: Settings, instance_id: str, public_ip: str | None) -> Side:
+    """The side for instance ``instance_id`` in ``role``: its address from INSTANCE_HOSTS (else
+    its public address, port 22) and the settings with the role's then the instance's
+    overrides."""
+    mine = settings.for_role(role).for_instance(instance_id)
+    text = settings.instance_address(instance_id)
+    if text:
+        host = parse_host(role, text, mine.ssh_user, f"INSTANCE_HOSTS: {instance_id}")
+    elif public_ip:
+        host = Host(role, public_ip, 22, mine.ssh_user)
+    else:
+        raise SettingError(
+            f"the {role} instance {instance_id} has no public address and INSTANCE_HOSTS "
+            "does not name it"
+        )
+    return Side(role, host, mine, instance_id)
+
+
 def _side(role: Role, settings: Settings, state: PairState | None) -> Side:
     mine = settings.for_role(role)
     if getattr(mine, f"{role}_host"):
         return Side(role, host_for(role, mine), mine)
     instance = state.host(role) if state else None
-    if instance is None or not instance.public_ip:
+    if instance is None:
         where = "AWS has no running instance tagged Role=" + role if state else "USE_AWS is false"
         raise SettingError(f"{role.upper()}_HOST is not set and {where}")
-    return Side(role, Host(role, instance.public_ip, 22, mine.ssh_user), mine)
+    return instance_side(role, settings, instance.instance_id, instance.public_ip)
 
 
 def resolve(settings: Settings, state: PairState | None) -> Topology:
     """The pair's topology from the settings and, when given, AWS's view of it."""
     master = _side("master", settings, state)
     slave = _side("slave", settings, state)
-    sync = settings.slave_sync_address
+    # The slave side's own value: INSTANCE_OVERRIDES may say where each instance's receiver is.
+    sync = slave.settings.slave_sync_address
     if not sync:
         instance = state.host("slave") if state else None
         if instance is None or not instance.private_ip:

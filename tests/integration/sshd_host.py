@@ -1,11 +1,11 @@
 """A real OpenSSH sshd in front of the local Docker engine: a stand-in host for the ssh:// path.
 
-Each :class:`SshdHost` is a container from ``tests/integration/sshd`` (Debian's openssh-server and
-docker CLI on the local base image) with the engine's socket bind-mounted, published on a
-127.0.0.1 port. Its host key and the client key are made by the test (``ssh-keygen`` in a
-temporary directory) and copied in before sshd starts; the test writes the known_hosts file.
-Its settings are the defaults with the SSH ones pointing at it and a project name of its own,
-so several hosts (a master and a slave) can share the one engine.
+Each :class:`SshdHost` is a container from ``sandbox/host`` (Debian's openssh-server and docker
+CLI on the local base image; the sandbox's "instances" run it too) with the engine's socket
+bind-mounted, published on a 127.0.0.1 port. Its host key and the client key are made by the
+test (``ssh-keygen`` in a temporary directory) and copied in before sshd starts; the test writes
+the known_hosts file. Its settings are the defaults with the SSH ones pointing at it and a
+project name of its own, so several hosts (a master and a slave) can share the one engine.
 
 Use it as a pytest plugin (``pytest_plugins = ["tests.integration.sshd_host"]``): the fixtures
 ``sshd_hosts`` (a factory: ``sshd_hosts.start("slave")``) and ``sshd_host`` (one good host).
@@ -36,8 +36,8 @@ from ops.hosts import Host, compose_project
 from ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SSHD_DIR = Path(__file__).resolve().parent / "sshd"
-IMAGE = "gitlab-dr/test-sshd:local"
+SSHD_DIR = ROOT / "sandbox" / "host"
+IMAGE = "gitlab-dr/sandbox-host:local"
 LABEL = "gitlab-dr.test"
 USER = "admin"
 

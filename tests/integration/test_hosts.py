@@ -1,4 +1,4 @@
-"""The ssh:// path for real: a local sshd in front of the Docker engine (tests/integration/sshd)."""
+"""The ssh:// path for real: a local sshd in front of the Docker engine (sandbox/host)."""
 
 from __future__ import annotations
 

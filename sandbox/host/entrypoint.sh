@@ -1,6 +1,6 @@
 #!/bin/sh
 # SSHD_DOCKER picks what the host offers behind sshd:
-#   socket  the docker CLI and the engine's socket (bind-mounted by the test): a good host
+#   socket  the docker CLI and the engine's socket (bind-mounted by the sandbox or the test): a good host
 #   absent  no docker CLI at all: ssh works, `docker system dial-stdio` does not
 # With no socket mounted, the CLI is there but no engine answers.
 set -eu
