@@ -146,4 +146,179 @@ def status(c: Any, json: bool = False) -> None:
         raise Exit(f"status: {len(failed)} critical check(s) failed: {', '.join(failed)}", 1)
 
 
-ns = Collection(settings, launch, build_ami, pair, status)
+@task(
+    help={
+        "planned": "a planned switchover: GitLab stopped on the master and a final pass first",
+        "dry-run": "print the plan with what is known of each step; change nothing",
+        "yes": "do not ask for confirmation",
+        "accept-data-loss": "go on with a stale snapshot or one without gitlab-secrets.json",
+        "allow-image-mismatch": "go on when the GitLab images differ",
+        "skip-health-check": "go on when the slave's sidecar is not healthy",
+        "json": "print the report as JSON",
+    }
+)
+@edge
+def promote_slave(
+    c: Any,
+    planned: bool = False,
+    dry_run: bool = False,
+    yes: bool = False,
+    accept_data_loss: bool = False,
+    allow_image_mismatch: bool = False,
+    skip_health_check: bool = False,
+    json: bool = False,
+) -> None:
+    """Promote the slave to master: the disaster-recovery procedure, every step recorded.
+
+    Preflight, freshness, stop the master's sync, fence the master, start GitLab on the slave
+    from its newest complete snapshot, open the slave, move the Elastic IP, bump the epoch,
+    report RTO and RPO. Killed at any step, run it again: it resumes. Run after success, it
+    changes nothing. Refusals exit 3 and name the flag that goes on anyway.
+    """
+    import sys
+
+    from ops import promote as promote_mod
+
+    def confirm(plan: list[str]) -> bool:
+        print("\n".join(plan))
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise Exit("refused: no terminal to confirm on; pass --yes", 3)
+        return input("Promote the slave? Type yes: ").strip() == "yes"
+
+    flags = promote_mod.Flags(planned, accept_data_loss, allow_image_mismatch, skip_health_check)
+    report, plan = promote_mod.promote(
+        load_settings(),
+        flags,
+        progress=lambda line: print(f"promote: {line}", flush=True),
+        confirm=confirm,
+        dry_run=dry_run,
+    )
+    if report is None:
+        print("\n".join(plan))
+        print("dry run: nothing was changed")
+        return
+    print(json_mod.dumps(report.to_dict(), indent=2) if json else "\n".join(report.lines()))
+
+
+@task(
+    help={
+        "reuse": "take this repaired instance (the fenced old master) instead of a new one",
+        "timeout": "seconds to wait for the first complete pass (default 600)",
+    }
+)
+@edge
+def rebuild_slave(c: Any, reuse: str = "", timeout: float = 600.0) -> None:
+    """Give the master a new slave after a promotion: a fresh instance, or --reuse a repaired one.
+
+    The instance is launched from the AMI (or retagged), paired, and the first pass awaited;
+    afterwards inv status is green and a second promotion works.
+    """
+    from ops import rebuild as rebuild_mod
+    from ops import status as status_mod
+
+    loaded = load_settings()
+    rebuild_mod.rebuild_slave(
+        loaded,
+        progress=lambda line: print(f"rebuild: {line}", flush=True),
+        reuse=reuse,
+        timeout=timeout,
+    )
+    print("\n".join(status_mod.render(status_mod.collect(loaded))))
+
+
+def _sandbox_progress(json: bool) -> Callable[[str], None]:
+    """Progress lines: to stdout, or to stderr when stdout carries JSON."""
+    import sys
+
+    out = sys.stderr if json else sys.stdout
+    return lambda line: print(f"sandbox: {line}", file=out, flush=True)
+
+
+@task(
+    help={
+        "directory": "the sandbox's folder (default .sandbox in the project)",
+        "gitlab-image": "GitLab image for both instances (default the stand-in)",
+        "json": "print what was started as JSON",
+    }
+)
+@edge
+def sandbox_up(
+    c: Any,
+    directory: str = "",
+    gitlab_image: str = "gitlab-dr/gitlab-standin:local",
+    json: bool = False,
+) -> None:
+    """Start the local sandbox: moto for AWS, two sshd "instances", the Elastic IP's forwarder.
+
+    Registers an AMI and runs inv launch against moto, then writes every setting to
+    <directory>/sandbox.env: ENV_FILE=.sandbox/sandbox.env inv pair | status | promote-slave.
+    Already up: changes nothing. inv sandbox.down removes all of it.
+    """
+    from ops import sandbox as sandbox_mod
+
+    where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
+    state = sandbox_mod.up(where, _sandbox_progress(json), gitlab_image=gitlab_image)
+    print(json_mod.dumps(state.to_dict(), indent=2) if json else "\n".join(state.lines()))
+
+
+@task(
+    help={
+        "directory": "the sandbox's folder (default .sandbox in the project)",
+        "json": "print what was removed as JSON",
+    }
+)
+@edge
+def sandbox_down(c: Any, directory: str = "", json: bool = False) -> None:
+    """Remove the sandbox: its processes, containers, stacks, volumes and files (idempotent)."""
+    from ops import sandbox as sandbox_mod
+
+    where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
+    removed = sandbox_mod.down(where, _sandbox_progress(json))
+    if json:
+        print(json_mod.dumps({"removed": removed}, indent=2))
+
+
+@task(
+    help={
+        "load-seconds": "how long the load runs at most before the master dies (default 20)",
+        "seed": "seed for the moment the master dies (default: random)",
+        "keep": "leave the sandbox up afterwards (inv sandbox.down removes it)",
+        "directory": "the sandbox's folder (default .sandbox)",
+        "json": "print the report as one JSON object",
+    }
+)
+@edge
+def drill(
+    c: Any,
+    load_seconds: float = 20.0,
+    seed: int = -1,
+    keep: bool = False,
+    directory: str = ".sandbox",
+    json: bool = False,
+) -> None:
+    """The disaster-recovery rehearsal in the local sandbox; exits 1 if a verification fails.
+
+    Sandbox up, pair, a load of pushes, rows and uploads, the master killed at a random
+    moment, promote-slave, every write acknowledged before the snapshot checked through the
+    Elastic IP, the old master revived and shown to reach nothing, rebuild-slave, the new pair
+    syncing. Prints RTO, RPO, each step's time and each verification.
+    """
+    from ops import drill as drill_mod
+
+    report = drill_mod.drill(
+        Path(directory),
+        progress=lambda line: print(f"drill: {line}", flush=True),
+        load_seconds=load_seconds,
+        seed=None if seed < 0 else seed,
+        keep=keep,
+    )
+    print(json_mod.dumps(report.to_dict(), indent=2) if json else "\n".join(report.lines()))
+    if not report.ok:
+        failed = [v.name for v in report.verifications if not v.ok]
+        raise Exit(f"drill: {len(failed)} verification(s) failed: {', '.join(failed)}", 1)
+
+
+ns = Collection(settings, launch, build_ami, pair, status, promote_slave, rebuild_slave, drill)
+ns.add_collection(Collection("sandbox", up=sandbox_up, down=sandbox_down))

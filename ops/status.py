@@ -105,6 +105,17 @@ def checks(
                     "" if running else "start it, or promote / rebuild-slave",
                 )
             )
+        for fenced in state.with_role("fenced"):
+            closed = "gitlab-open" not in fenced.security_groups
+            out.append(
+                Check(
+                    f"fenced {fenced.instance_id}",
+                    closed,
+                    True,
+                    f"old master, {fenced.state}, groups {','.join(fenced.security_groups)}",
+                    "" if closed else "a fenced instance must not be in gitlab-open",
+                )
+            )
         holder = state.eip_holder
         out.append(
             Check(
