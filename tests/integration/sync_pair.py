@@ -103,6 +103,20 @@ class Pair:
         value: dict[str, Any] | None = self.master.status()["last_complete"]
         return value
 
+    def wait_idle(self, quiet: float = 1.5, timeout: float = 30.0) -> None:
+        """Wait until no pass has run on the master for ``quiet`` seconds (events from earlier
+        writes can trigger one more pass after the slave already equals the master)."""
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while time.monotonic() - since < quiet:
+            status = self.master.status()
+            now = (status["in_progress"] or {}).get("id"), (status["last_pass"] or {}).get("id")
+            if now != last or now[0]:
+                last, since = now, time.monotonic()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the master kept running passes for {timeout} s")
+            time.sleep(0.1)
+
     def wait_in_sync(self, timeout: float = 30.0) -> float:
         """Wait until the slave's current snapshot equals the master's tree; returns the wait."""
         start = time.monotonic()

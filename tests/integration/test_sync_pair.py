@@ -126,6 +126,7 @@ def test_master_killed_mid_pass_leaves_previous_complete_snapshot_current() -> N
     with sync_pair(master_env={"SYNC_BWLIMIT": "2000"}) as pair:
         pair.writer.python(trees.files(20, 1000))
         pair.wait_in_sync()
+        pair.wait_idle()
         first = pair.slave.status()
         tree_then = pair.master.manifest("/source")
         pair.writer.python(trees.files(8, 4 * 1024 * 1024, folder="data/big"))

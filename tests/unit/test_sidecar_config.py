@@ -90,3 +90,26 @@ def test_tunables_come_from_the_environment() -> None:
     assert (tunables.interval, tunables.keep, tunables.bwlimit) == (120, 3, 100)
     with pytest.raises(SyncError, match="bad sidecar setting"):
         Tunables.from_env({"SYNC_INTERVAL": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("stderr", "words"),
+    [
+        (
+            "kex_exchange_identification: read: Connection reset by peer\n"
+            "rsync: connection unexpectedly closed\nrsync error: (code 12)",
+            "no receiver there",
+        ),
+        ("ssh: connect to host slave port 2222: Connection refused", "is unreachable"),
+        ("root@slave: Permission denied (publickey).", "refused this master's key"),
+        ("Host key verification failed.", "not the one paired"),
+        (
+            "gitlab-sync receiver: refused: sender epoch 1 is not this slave's epoch 2 (fenced)\n"
+            "rsync error: (code 12)",
+            "sender epoch 1 is not this slave's epoch 2 (fenced)",
+        ),
+    ],
+)
+def test_ssh_failures_are_explained_in_one_sentence(stderr: str, words: str) -> None:
+    message = keys.explain_ssh_failure("slave:2222", 12, stderr)
+    assert words in message and message.startswith("the slave at slave:2222")

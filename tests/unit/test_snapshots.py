@@ -92,3 +92,38 @@ def test_only_one_pass_is_received_at_a_time(tmp_path: Path) -> None:
     with area.locked(), pytest.raises(SyncError, match="another pass"), area.locked():
         pass
     assert not area.busy()
+
+
+def test_restore_copies_the_current_snapshot_without_sharing_inodes(tmp_path: Path) -> None:
+    from gitlab_sync.restore import MARKER, restore
+
+    area = Area(tmp_path / "sync")
+    _received(area, "p1", NOW, "data")
+    area.commit("p1", keep=5, max_age=1e9, extra={})
+    target = tmp_path / "gitlab"
+    (target / "config").mkdir(parents=True)  # an empty mount point, as Docker makes it
+    record = restore(area, target)
+    assert record["copied"] and record["snapshot"] == area.current_name()
+    copied, original = target / "file", area.current / "file"
+    assert copied.read_text() == "data"
+    assert copied.stat().st_ino != original.stat().st_ino
+    copied.write_text("written by GitLab")
+    assert original.read_text() == "data"
+    assert not restore(area, target)["copied"]  # the same snapshot again: nothing to do
+    assert (target / MARKER).is_file()
+
+
+def test_restore_moves_what_was_there_aside_and_refuses_without_a_snapshot(tmp_path: Path) -> None:
+    from gitlab_sync.restore import restore
+
+    area = Area(tmp_path / "sync")
+    with pytest.raises(SyncError, match="no complete snapshot"):
+        restore(area, tmp_path / "gitlab")
+    _received(area, "p1", NOW, "new")
+    area.commit("p1", keep=5, max_age=1e9, extra={})
+    target = tmp_path / "gitlab"
+    (target / "data").mkdir(parents=True)
+    (target / "data" / "old").write_text("keep me")
+    restore(area, target)
+    aside = [p for p in target.iterdir() if p.name.startswith(".before-restore-")]
+    assert len(aside) == 1 and (aside[0] / "data" / "old").read_text() == "keep me"

@@ -1,7 +1,7 @@
 """``gitlab-sync``: pair a master and a slave sidecar and keep the slave's snapshots fresh.
 
-The seed's verbs (add, ls, start, stop) plus rm, status, key, pass, manifest and health. Run
-inside the gitlab-rsync container, e.g. ``docker exec gitlab-rsync gitlab-sync status``.
+The seed's verbs (add, ls, start, stop) plus rm, status, key, pass, prepare, manifest and
+health. Run inside the gitlab-rsync container, e.g. ``docker exec gitlab-rsync gitlab-sync status``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gitlab_sync import keys, manifest
@@ -82,6 +83,22 @@ def _parser() -> argparse.ArgumentParser:
         help="the last pass of a planned switchover (GitLab stopped on the master)",
     )
     one.add_argument("--json", action="store_true", help="as JSON")
+    prep = sub.add_parser(
+        "prepare",
+        help="copy a complete snapshot (default: current) into TARGET for GitLab to run on",
+    )
+    prep.add_argument(
+        "target", help="a directory holding nothing but empty directories, e.g. /target"
+    )
+    prep.add_argument("--snapshot", help="the snapshot's name (default: current)")
+    prep.add_argument("--json", action="store_true", help="as JSON")
+    back = sub.add_parser(
+        "restore",
+        help="promotion: put the newest complete snapshot in TARGET (idempotent; what was "
+        "there is moved aside, never deleted)",
+    )
+    back.add_argument("target", help="GITLAB_HOME, mounted read-write (e.g. /target)")
+    back.add_argument("--json", action="store_true", help="as JSON")
     man = sub.add_parser(
         "manifest", help="the manifest of a tree (path, type, mode, owner, hash...)"
     )
@@ -297,8 +314,36 @@ def cmd_pass(args: argparse.Namespace, paths: Paths) -> int:
     return 0 if record.outcome == "ok" else 1
 
 
+def cmd_prepare(args: argparse.Namespace, paths: Paths) -> int:
+    done = Area(paths.sync).prepare(Path(args.target), args.snapshot)
+    _print(
+        done,
+        args.json,
+        lambda d: (
+            f"prepared {d['snapshot']} in {d['target']}: {d['bytes']} bytes "
+            f"in {d['seconds']} s ({d['seconds_per_gb']} s/GB)"
+        ),
+    )
+    return 0
+
+
 def cmd_key(args: argparse.Namespace, paths: Paths) -> int:
     _print(keys.public_keys(paths), args.json, lambda k: f"client {k['client']}\nhost {k['host']}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, paths: Paths) -> int:
+    from gitlab_sync.restore import restore
+
+    record = restore(Area(paths.sync), Path(args.target))
+    _print(
+        record,
+        args.json,
+        lambda r: (
+            f"restored snapshot {r['snapshot']} into {args.target}"
+            + ("" if r["copied"] else " (already there)")
+        ),
+    )
     return 0
 
 

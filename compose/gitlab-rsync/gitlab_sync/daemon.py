@@ -21,7 +21,7 @@ from types import FrameType
 
 from gitlab_sync import keys
 from gitlab_sync.config import Pairing, Paths, Tunables, iso, load_pairing, write_json
-from gitlab_sync.sender import Sender, Watcher
+from gitlab_sync.sender import Sender, Watcher, watch_exclude
 from gitlab_sync.snapshots import Area
 
 SSHD_CONFIG = "/etc/gitlab-sync/sshd_config"
@@ -104,7 +104,7 @@ class Daemon:
             self.sshd = None
 
     def _start_sender(self, pairing: Pairing) -> None:
-        self.watcher = Watcher(self.paths.source, log)
+        self.watcher = Watcher(self.paths.source, log, watch_exclude(self.paths.source))
         self.sender = Sender(self.paths, pairing, self.tunables, log)
         watcher, sender = self.watcher, self.sender
 

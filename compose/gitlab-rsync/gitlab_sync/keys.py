@@ -134,14 +134,23 @@ def ssh_argv(paths: Paths, pairing: Pairing, connect_timeout: int = 10) -> list[
     ]
 
 
-def remote(paths: Paths, pairing: Pairing, words: list[str], timeout: float = 60.0) -> str:
-    """Run one receiver verb on the slave and return its output; failures become SyncError."""
+def remote(
+    paths: Paths,
+    pairing: Pairing,
+    words: list[str],
+    timeout: float = 60.0,
+    input_text: str | None = None,
+) -> str:
+    """Run one receiver verb on the slave (``input_text`` on its stdin); its output.
+
+    Failures become SyncError.
+    """
     Path("/run/gitlab-sync").mkdir(parents=True, exist_ok=True)
     argv = [*ssh_argv(paths, pairing), pairing.peer.host, "gitlab-sync-recv", *words]
     try:
         done = subprocess.run(
             argv,
-            stdin=subprocess.DEVNULL,
+            input=input_text if input_text is not None else "",
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -156,21 +165,36 @@ def remote(paths: Paths, pairing: Pairing, words: list[str], timeout: float = 60
     return done.stdout
 
 
+# What ssh says, and the sentence it becomes ({peer}, {text}: its last line). First match wins.
+_SSH_FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("host key verification failed", "remote host identification has changed"),
+        "the slave at {peer} presented a host key that is not the one paired; refusing to send",
+    ),
+    (
+        ("permission denied",),
+        "the slave at {peer} refused this master's key (pair again with gitlab-sync add)",
+    ),
+    (("connection refused", "timed out", "no route"), "the slave at {peer} is unreachable: {text}"),
+    (
+        ("could not resolve", "name or service not known"),
+        "the slave's address {peer} does not resolve: {text}",
+    ),
+    (
+        ("kex_exchange_identification", "connection reset", "connection closed by"),
+        "the slave at {peer} closed the connection before SSH began: no receiver there",
+    ),
+)
+
+
 def explain_ssh_failure(peer: str, code: int, stderr: str) -> str:
     """One sentence for an ssh failure to the slave's receiver."""
     text = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
     lowered = stderr.lower()
-    if (
-        "host key verification failed" in lowered
-        or "remote host identification has changed" in lowered
-    ):
-        return (
-            f"the slave at {peer} presented a host key that is not the one paired; refusing to send"
-        )
-    if "permission denied" in lowered:
-        return f"the slave at {peer} refused this master's key (pair again with gitlab-sync add)"
-    if "connection refused" in lowered or "timed out" in lowered or "no route" in lowered:
-        return f"the slave at {peer} is unreachable: {text}"
-    if "could not resolve" in lowered or "name or service not known" in lowered:
-        return f"the slave's address {peer} does not resolve: {text}"
+    for patterns, sentence in _SSH_FAILURES:
+        if any(p in lowered for p in patterns):
+            return sentence.format(peer=peer, text=text)
+    ours = [line for line in stderr.splitlines() if "gitlab-sync receiver:" in line]
+    if ours:  # the receiver said why (fenced, not a slave, ...)
+        return f"the slave at {peer} {ours[-1].split('gitlab-sync receiver:', 1)[1].strip()}"
     return f"the slave at {peer} refused: {text}"

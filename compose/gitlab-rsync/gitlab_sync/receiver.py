@@ -5,6 +5,8 @@ sshd runs it as the forced command of the master's key; what the master asked fo
 
 - ``hello EPOCH``: the slave's state as JSON (``gitlab-sync start`` checks the pairing with it);
 - ``rsync EPOCH PASS --server ...``: receive a pass into the sync area's ``.incoming``;
+- ``label EPOCH PASS NAME``: write PostgreSQL's ``backup_label`` (or ``tablespace_map``), read
+  from stdin, into that pass's copy of the data directory;
 - ``commit EPOCH PASS``: publish that pass as the newest snapshot.
 
 A sender whose epoch is not the slave's is fenced: an old master that comes back after a
@@ -25,8 +27,16 @@ import sys
 from collections.abc import Mapping
 
 from gitlab_sync import rsync
-from gitlab_sync.config import Paths, SyncError, Tunables, iso, load_pairing, write_json
-from gitlab_sync.snapshots import Area
+from gitlab_sync.config import (
+    Paths,
+    SyncError,
+    Tunables,
+    iso,
+    load_pairing,
+    read_json,
+    write_json,
+)
+from gitlab_sync.snapshots import LABEL_MAX, Area
 
 _PASS_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -80,12 +90,19 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
     pass_id = words[3]
     if verb == "rsync":
         return _receive(area, paths, pass_id, epoch, words[4:])
+    if verb == "label":
+        if len(words) != 5:
+            raise SyncError("refused: label takes a file name")
+        data = sys.stdin.buffer.read(LABEL_MAX + 1)
+        with area.locked(wait=True):
+            area.write_label(pass_id, words[4], data)
+        return 0
     if verb == "commit":
         extra: dict[str, object] = {"epoch": epoch}
         for word in words[4:]:  # stats the master saw, e.g. files=12 bytes=3400
             key, _, value = word.partition("=")
             if (
-                key in {"files", "bytes", "files_transferred", "bytes_transferred"}
+                key in {"files", "bytes", "files_transferred", "bytes_transferred", "wal_bytes"}
                 and value.isdigit()
             ):
                 extra[key] = int(value)
@@ -103,7 +120,9 @@ def _receive(area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str]
         argv = rsync.server_argv(args, str(area.incoming), link_dest)
     except rsync.ServerArgsRefused as exc:
         raise SyncError(f"refused: {exc}") from None
-    with area.locked():
+    # The next rsync of the same pass may arrive while the last one's receiver still marks it.
+    ongoing = (read_json(area.incoming_meta) or {}).get("id") == pass_id
+    with area.locked(wait=ongoing):
         area.begin(pass_id, epoch, dt.datetime.now(dt.UTC))
         # stdin/stdout are the SSH channel: rsync's protocol runs over them untouched.
         code = subprocess.run(argv, check=False).returncode

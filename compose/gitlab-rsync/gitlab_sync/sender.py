@@ -1,9 +1,15 @@
-"""The master's side: passes (one rsync of the whole tree, then a commit), triggered by changes.
+"""The master's side: consistent passes, triggered by changes.
+
+A pass copies the repositories' refs first, then the rest of the tree, then commits; while
+GitLab's PostgreSQL runs, the whole pass is a base backup through PostgreSQL's low-level API
+(``pg.py``), and its label and WAL follow the files. Every rsync of a pass goes into the same
+``.incoming`` on the slave, so a pass is published whole or not at all.
 
 A pass starts when inotify reports changes (batched: it waits for ``batch`` seconds of quiet,
-or ``max_delay`` at most) and every ``interval`` seconds regardless, which catches what events
-miss. When inotify cannot watch the tree (watches exhausted), status says so and timed passes
-carry on alone.
+or ``max_delay`` at most), when PostgreSQL ran a transaction since the last backup pass (asked
+every ``PG_POLL`` seconds; its own files are not watched, since a backup changes them), and
+every ``interval`` seconds regardless, which catches what events miss. When inotify cannot watch
+the tree (watches exhausted), status says so and timed passes carry on alone.
 """
 
 from __future__ import annotations
@@ -11,17 +17,18 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import re
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gitlab_sync import keys, rsync
+from gitlab_sync import keys, pg, rsync
 from gitlab_sync.config import Pairing, Paths, SyncError, Tunables, iso, read_json, write_json
 
 Log = Callable[[str], None]
@@ -43,6 +50,12 @@ class PassRecord:
     outcome: str = "running"  # running, ok, failed, stopped
     snapshot: str = ""
     error: str = ""
+    postgresql: str = ""  # backup (low-level API), offline (server down), none (no cluster)
+    backup_window_s: float = 0.0  # pg_backup_start to pg_backup_stop
+    backup_overhead_s: float = 0.0  # what the backup adds: start (checkpoint), stop, label, WAL
+    wal_bytes: int = 0  # WAL written during the backup window (stop LSN - start LSN)
+    wal_bytes_transferred: int = 0  # size of the pg_wal files sent after the stop
+    wal_bytes_sent: int = 0  # what that took on the wire (compressed)
 
 
 class PassLog:
@@ -81,6 +94,9 @@ class Sender:
         self._run: rsync.Run | None = None
         self._stopping = threading.Event()
         self._logged_command = False
+        # PostgreSQL's transaction snapshot as the last backup pass saw it just before
+        # pg_backup_stop: the loop starts a pass when it changes (see PG_POLL).
+        self.pg_seen = ""
 
     def hello(self) -> dict[str, Any]:
         """Ask the slave who it is: proves address, host key, our key and the epoch."""
@@ -98,9 +114,9 @@ class Sender:
         started = dt.datetime.now(dt.UTC)
         pass_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         record = PassRecord(id=pass_id, trigger=trigger, started_at=iso(started))
-        self.passes.update(in_progress=asdict(record))
+        self.passes.update(in_progress={**asdict(record), "phase": "starting"})
         try:
-            record = self._transfer(record)
+            record = self._transfer(record, final=trigger == "final")
         except SyncError as exc:
             record = _end(record, started, "failed", error=str(exc))
         if self._stopping.is_set() and record.outcome == "failed":
@@ -114,38 +130,77 @@ class Sender:
         self.log(
             f"pass {record.id} ({trigger}) {record.outcome} in {record.duration_s:.2f} s: "
             f"{record.files} files, {record.files_transferred} sent, "
-            f"{record.bytes_transferred} bytes{': ' + record.error if record.error else ''}"
+            f"{record.bytes_transferred} bytes"
+            + (
+                f", PostgreSQL {record.postgresql}"
+                + (
+                    f" (backup adds {record.backup_overhead_s:.2f} s, "
+                    f"{record.wal_bytes} bytes of WAL, {record.wal_bytes_transferred} in pg_wal "
+                    f"files, {record.wal_bytes_sent} sent)"
+                    if record.postgresql == "backup" and record.outcome == "ok"
+                    else ""
+                )
+                if record.postgresql
+                else ""
+            )
+            + (f": {record.error}" if record.error else "")
         )
         return record
 
-    def _transfer(self, record: PassRecord) -> PassRecord:
+    def _transfer(self, record: PassRecord, final: bool = False) -> PassRecord:
+        """Refs, then everything else, then (PostgreSQL running) the backup label and pg_wal."""
         started = dt.datetime.now(dt.UTC)
         keys.write_trust(self.paths, self.pairing)
         Path("/run/gitlab-sync").mkdir(parents=True, exist_ok=True)
-        epoch = str(self.pairing.epoch)
-        argv = rsync.client_argv(
-            str(self.paths.source),
-            f"{self.pairing.peer.host}:incoming/",
-            keys.ssh_argv(self.paths, self.pairing),
-            f"gitlab-sync-recv rsync {epoch} {record.id}",
-            bwlimit=self.tunables.bwlimit,
-        )
-        run = rsync.Run(argv, self.log if not self._logged_command else lambda _m: None)
-        self._logged_command = True
-        self._run = run
-        if self._stopping.is_set():
-            run.stop()
-        result = run.wait()
-        self._run = None
-        if not result.ok:
-            raise SyncError(_explain(result, str(self.pairing.peer)))
-        stats = result.stats
+        layout = pg.Layout(self.paths.source)
+        mode = postgresql_mode(layout)
+        if final and mode == "backup":
+            raise SyncError(
+                "GitLab's PostgreSQL still answers on the master: stop GitLab before the "
+                "final pass of a planned switchover"
+            )
+        if mode == "offline":
+            self.pg_seen = "offline"  # the server coming back is a change
+        totals = rsync.Stats()
+        fields: dict[str, Any] = {"postgresql": mode}
+        session: pg.BackupSession | None = None
+        pid_before = layout.pid_state()
+        overhead = 0.0  # what the backup adds to the pass: pg_backup_start, then stop to WAL
+        try:
+            if mode == "backup":
+                self._phase(record, "backup-start")
+                begun = time.monotonic()
+                session = pg.BackupSession(layout, self.log)
+                session.start(f"gitlab-sync {record.id}")
+                overhead += time.monotonic() - begun
+            self._phase(record, "refs")
+            totals = _add(totals, self._rsync(record.id, refs_filters(), retry_vanished=True))
+            self._phase(record, "files")
+            excludes = postgres_excludes() if mode == "backup" else []
+            totals = _add(
+                totals,
+                self._rsync(record.id, [*not_refs_filters(), *excludes], retry_vanished=True),
+            )
+            if session is not None:
+                wal, backup = self._finish_backup(record, session, layout)
+                totals = _add(totals, wal)
+                overhead += backup.pop("finish_s")
+                fields.update(backup, backup_overhead_s=round(overhead, 3))
+        finally:
+            if session is not None:
+                session.close()
+        if mode == "offline" and (layout.pid_state() != pid_before or layout.listening()):
+            raise SyncError("the master's PostgreSQL started during the pass; not committed")
         counts = [
-            f"files={stats.files}",
-            f"bytes={stats.total_bytes}",
-            f"files_transferred={stats.files_transferred}",
-            f"bytes_transferred={stats.transferred_bytes}",
+            f"files={totals.files}",
+            f"bytes={totals.total_bytes}",
+            f"files_transferred={totals.files_transferred}",
+            f"bytes_transferred={totals.transferred_bytes}",
         ]
+        if "wal_bytes" in fields:
+            counts.append(f"wal_bytes={fields['wal_bytes']}")
+        epoch = str(self.pairing.epoch)
+        self._phase(record, "commit")
         out = keys.remote(
             self.paths, self.pairing, ["commit", epoch, record.id, *counts], timeout=600
         )
@@ -156,10 +211,89 @@ class Sender:
             started,
             "ok",
             snapshot=done["snapshot"],
-            files=stats.files,
-            files_transferred=stats.files_transferred,
-            bytes=stats.total_bytes,
-            bytes_transferred=stats.transferred_bytes,
+            files=totals.files,
+            files_transferred=totals.files_transferred,
+            bytes=totals.total_bytes,
+            bytes_transferred=totals.transferred_bytes,
+            **fields,
+        )
+
+    def _finish_backup(
+        self, record: PassRecord, session: pg.BackupSession, layout: pg.Layout
+    ) -> tuple[rsync.Result, dict[str, Any]]:
+        """pg_backup_stop, its label into the pass, then pg_wal; the WAL rsync and figures."""
+        self._phase(record, "backup-stop")
+        finishing = time.monotonic()
+        seen = session.transactions()
+        stop = session.stop()
+        window = time.monotonic() - session.started
+        self._send_label(record.id, "backup_label", stop.label)
+        if stop.tablespace_map:
+            self._send_label(record.id, "tablespace_map", stop.tablespace_map)
+        # The WAL from the backup's first segment to its last: older segments (kept for
+        # wal_keep_size) and recycled ones waiting ahead are of no use to this copy.
+        first = pg.start_wal_file(stop.label)
+        skip = pg.segments_outside(layout.data / "pg_wal", first, stop.last_wal)
+        self._phase(record, "wal")
+        # Compressed: a segment is 16 MB whatever was written in it, mostly zeros after the
+        # switch pg_backup_stop makes.
+        wal = self._rsync(record.id, [*wal_filters(skip), "--compress"])
+        if not (layout.data / "pg_wal" / first).exists():
+            raise SyncError(
+                f"WAL segment {first} was recycled during the pass: raise "
+                "postgresql['wal_keep_size'] or max_replication_slots on the master"
+            )
+        self.pg_seen = seen
+        return wal, {
+            "finish_s": time.monotonic() - finishing,
+            "backup_window_s": round(window, 3),
+            "wal_bytes": pg.lsn_bytes(stop.lsn) - pg.lsn_bytes(session.start_lsn),
+            "wal_bytes_transferred": wal.stats.transferred_bytes,
+            "wal_bytes_sent": wal.stats.bytes_sent,
+        }
+
+    def _phase(self, record: PassRecord, phase: str) -> None:
+        """Where the pass is (status shows it; the tests kill the master in each phase)."""
+        self.passes.update(in_progress={**asdict(record), "phase": phase})
+
+    def _rsync(
+        self, pass_id: str, filters: list[str], retry_vanished: bool = False
+    ) -> rsync.Result:
+        """One rsync of the source into the pass's ``.incoming``, through ``filters``.
+
+        With ``retry_vanished``, a run that saw files vanish (exit 24: a repack or pack-refs
+        moved objects or refs while the list was made) is run again, up to three times, so
+        what moved is picked up where it went.
+        """
+        argv = rsync.client_argv(
+            str(self.paths.source),
+            f"{self.pairing.peer.host}:incoming/",
+            keys.ssh_argv(self.paths, self.pairing),
+            f"gitlab-sync-recv rsync {self.pairing.epoch} {pass_id}",
+            bwlimit=self.tunables.bwlimit,
+            extra=filters,
+        )
+        for _attempt in range(3 if retry_vanished else 1):
+            run = rsync.Run(argv, self.log if not self._logged_command else lambda _m: None)
+            self._logged_command = True
+            self._run = run
+            if self._stopping.is_set():
+                run.stop()
+            result = run.wait()
+            self._run = None
+            if not result.ok:
+                raise SyncError(_explain(result, str(self.pairing.peer)))
+            if result.code != 24:
+                break
+        return result
+
+    def _send_label(self, pass_id: str, name: str, text: str) -> None:
+        keys.remote(
+            self.paths,
+            self.pairing,
+            ["label", str(self.pairing.epoch), pass_id, name],
+            timeout=60,
+            input_text=text,
         )
 
     def stop(self) -> None:
@@ -174,8 +308,13 @@ class Sender:
         next_full = 0.0  # a full pass right away: catches up after a restart
         failures = 0
         retry_at = 0.0
+        next_poll = 0.0
         while not self._stopping.is_set():
             now = time.monotonic()
+            if self.pg_seen and now >= next_poll:
+                next_poll = now + PG_POLL
+                if pg.transactions(pg.Layout(self.paths.source)) not in {None, self.pg_seen}:
+                    watcher.poke()
             trigger = ""
             if now >= next_full:
                 trigger = "timer"
@@ -193,6 +332,92 @@ class Sender:
                     failures, retry_at = 0, 0.0
                 continue
             self._stopping.wait(0.05)
+
+
+# How often the loop asks PostgreSQL whether a transaction ran since the last backup pass. Its
+# own files and logs are left out of inotify's watch (WATCH_EXCLUDE): a backup pass changes them
+# (checkpoint, WAL switch, log lines), and watching them would start pass after pass on an idle
+# GitLab, each with a checkpoint.
+PG_POLL = 1.0
+
+
+def watch_exclude(root: Path) -> str:
+    """inotifywait's --exclude for PostgreSQL's data and logs under ``root``."""
+    base = re.escape(str(root).rstrip("/"))
+    return f"^{base}/(data/postgresql|logs/postgresql)(/|$)"
+
+
+# Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
+REPOSITORIES = "/data/git-data/repositories"
+_REF_PATTERNS = ("**/packed-refs", "**/refs/**", "**/reftable/**")
+
+
+def postgresql_mode(layout: pg.Layout) -> str:
+    """How a pass copies PostgreSQL: ``backup`` while it answers, ``offline`` when it is
+    down (a stopped server's directory is consistent as it lies), ``none`` without a cluster."""
+    if not layout.has_cluster():
+        return "none"
+    if layout.listening():
+        return "backup"
+    why = layout.elsewhere()
+    if why:
+        raise SyncError(f"{why}: gitlab-sync cannot take a base backup through it")
+    return "offline"
+
+
+def refs_filters() -> list[str]:
+    """The first rsync of a pass: every repository's refs, HEAD and packed-refs, nothing else.
+
+    Copied before the objects, refs in a snapshot only name objects that existed when they
+    were read (git writes objects before it moves a ref), and those are in the later copy.
+    """
+    parents = ["/data/", "/data/git-data/", f"{REPOSITORIES}/", f"{REPOSITORIES}/**/"]
+    rules = [f"--include={p}" for p in parents]
+    rules += [f"--include={REPOSITORIES}/{p}" for p in ("**/HEAD", *_REF_PATTERNS)]
+    return [*rules, "--exclude=*"]
+
+
+def not_refs_filters() -> list[str]:
+    """The second rsync: everything but the refs (already there, and protected from --delete
+    because they are excluded).
+
+    HEAD is copied again: a repository created after the first rsync then arrives whole but
+    with no refs (an empty repository, as it was when the pass began), never as a directory
+    git does not recognise. HEAD names a branch, not an object.
+    """
+    return [f"--exclude={REPOSITORIES}/{p}" for p in _REF_PATTERNS]
+
+
+def postgres_excludes() -> list[str]:
+    """What a base backup leaves out, plus the server's socket and its lock file."""
+    data = f"/{pg.DATA_DIR}"
+    rules = [f"--exclude={data}/{p}" for p in pg.BACKUP_EXCLUDES]
+    return [*rules, f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*"]
+
+
+def wal_filters(skip: Sequence[str] = ()) -> list[str]:
+    """The last rsync of a backup pass, after pg_backup_stop: pg_wal only, but the ``skip``
+    segments and archive_status's contents (the copy's server needs neither)."""
+    parts = pg.DATA_DIR.split("/")
+    parents = ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+    return [
+        *(f"--exclude=/{pg.DATA_DIR}/pg_wal/{name}" for name in skip),
+        f"--exclude=/{pg.DATA_DIR}/pg_wal/archive_status/*",
+        *(f"--include={p}" for p in parents),
+        f"--include=/{pg.DATA_DIR}/pg_wal/***",
+        "--exclude=*",
+    ]
+
+
+def _add(total: rsync.Stats, result: rsync.Result) -> rsync.Stats:
+    one = result.stats
+    return rsync.Stats(
+        files=total.files + one.files,
+        files_transferred=total.files_transferred + one.files_transferred,
+        total_bytes=total.total_bytes + one.total_bytes,
+        transferred_bytes=total.transferred_bytes + one.transferred_bytes,
+        bytes_sent=total.bytes_sent + one.bytes_sent,
+    )
 
 
 def _end(record: PassRecord, started: dt.datetime, outcome: str, **fields: Any) -> PassRecord:
@@ -218,8 +443,8 @@ def _explain(result: rsync.Result, peer: str) -> str:
 class Watcher:
     """inotify on the source tree through ``inotifywait``; says when a batch of changes is due."""
 
-    def __init__(self, root: Path, log: Log):
-        self.root, self.log = root, log
+    def __init__(self, root: Path, log: Log, exclude: str = ""):
+        self.root, self.log, self.exclude = root, log, exclude
         self.mode = "starting"
         self.note = ""
         self._first = 0.0
@@ -240,6 +465,7 @@ class Watcher:
                 "inotifywait",
                 "-m",
                 "-r",
+                *(["--exclude", self.exclude] if self.exclude else []),
                 "--format",
                 "%e",
                 "-e",
@@ -255,11 +481,7 @@ class Watcher:
         reader = threading.Thread(target=self._read_stderr, args=(errors,), daemon=True)
         reader.start()
         for _line in self._proc.stdout or ():
-            now = time.monotonic()
-            with self._lock:
-                if not self._first:
-                    self._first = now
-                self._last = now
+            self.poke()
         code = self._proc.wait()
         reader.join(5)  # every line of stderr read before it is judged
         err = " ".join(errors)
@@ -282,6 +504,14 @@ class Watcher:
                 self._ready.set()
             elif "Setting up watches" not in line:
                 errors.append(line.strip())
+
+    def poke(self) -> None:
+        """Count a change seen some other way than inotify (PostgreSQL's transactions)."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._first:
+                self._first = now
+            self._last = now
 
     def due(self, now: float, batch: float, max_delay: float) -> bool:
         with self._lock:

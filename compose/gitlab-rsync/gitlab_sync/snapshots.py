@@ -19,6 +19,7 @@ import datetime as dt
 import fcntl
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ from typing import Any
 from gitlab_sync.config import SyncError, iso, parse_iso, read_json, write_json
 
 NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+
+PG_DATA = "data/postgresql/data"  # PostgreSQL's data directory in a GitLab tree
+LABEL_NAMES = frozenset({"backup_label", "tablespace_map"})
+LABEL_MAX = 64 * 1024
 
 
 def snapshot_name(started: dt.datetime) -> str:
@@ -147,6 +152,7 @@ class Area:
             return  # a second rsync of the same pass continues into it
         if self.incoming.exists():
             shutil.rmtree(self.incoming)  # freed now: the disk may be what failed last time
+        self.root.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(mode=0o700)
         write_json(
             self.incoming_meta,
@@ -159,6 +165,85 @@ class Area:
             raise SyncError(f"pass {pass_id} is not the one being received")
         meta.update(state=state, error=error, marked_at=iso(dt.datetime.now(dt.UTC)))
         write_json(self.incoming_meta, meta)
+
+    def write_label(self, pass_id: str, name: str, data: bytes) -> Path:
+        """Write PostgreSQL's ``backup_label`` or ``tablespace_map`` into the pass's copy.
+
+        Only into the data directory of the pass being received, after its files arrived;
+        owned and moded as PostgreSQL's own files there (the owner of ``PG_VERSION``, 0600).
+        """
+        if name not in LABEL_NAMES:
+            raise SyncError(f"refused: {name!r} is not a backup label file")
+        if len(data) > LABEL_MAX:
+            raise SyncError(f"refused: {name} larger than {LABEL_MAX} bytes")
+        if name == "backup_label" and not data.startswith(b"START WAL LOCATION: "):
+            raise SyncError("refused: not a PostgreSQL backup label")
+        meta = read_json(self.incoming_meta) or {}
+        if meta.get("id") != pass_id or meta.get("state") != "received":
+            raise SyncError(f"pass {pass_id} is not received yet; no label written")
+        data_dir = self.incoming / PG_DATA
+        version = data_dir / "PG_VERSION"
+        if data_dir.is_symlink() or not version.is_file() or version.is_symlink():
+            raise SyncError(f"pass {pass_id} holds no PostgreSQL data directory")
+        owner = version.stat()
+        path = data_dir / name
+        tmp = data_dir / f".{name}.gitlab-sync"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+            os.fchmod(fd, 0o600)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.rename(path)
+        return path
+
+    def prepare(self, target: Path, name: str | None = None) -> dict[str, Any]:
+        """Copy a complete snapshot (default ``current``) into ``target`` for GitLab to run on.
+
+        A real copy (``cp -a --reflink=auto``: reflinks where the filesystem has them, e.g.
+        XFS with reflink=1, else bytes): PostgreSQL and the logs write files in place, and a
+        hard link would carry those writes into every snapshot sharing the file. Hard links
+        within the snapshot stay hard links within the copy. ``target`` must hold nothing but
+        empty directories (mount points of GitLab's volumes, for example). The area's lock is
+        held, so retention cannot prune the snapshot while it is copied.
+        """
+        with self.locked(wait=True):
+            chosen = name or self.current_name()
+            if not chosen or chosen not in self.names():
+                raise SyncError(f"no complete snapshot {chosen or '(current)'} to prepare")
+            source = self.snapshots / chosen
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in target.iterdir():
+                if entry.name.startswith(".before-"):
+                    continue  # what restore set aside; the copy never touches it
+                if entry.is_symlink() or not entry.is_dir() or any(entry.iterdir()):
+                    raise SyncError(f"{target} is not empty ({entry.name}); refusing to copy")
+            begun = dt.datetime.now(dt.UTC)
+            done = subprocess.run(
+                ["cp", "-a", "--reflink=auto", f"{source}/.", f"{target}/"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise SyncError(f"copying {chosen} failed: {done.stderr.strip()[-300:]}")
+            subprocess.run(["sync", "-f", str(target)], check=False)
+            seconds = (dt.datetime.now(dt.UTC) - begun).total_seconds()
+        # What was copied, measured on the snapshot (the target may hold what restore set aside).
+        size = _tree_size(source)
+        allocated = _tree_size(source, allocated=True)
+        return {
+            "snapshot": chosen,
+            "target": str(target),
+            "bytes": size,
+            "seconds": round(seconds, 3),
+            # per GB on disk: rsync -S keeps zeroed blocks (PostgreSQL's fresh WAL) as holes
+            "seconds_per_gb": round(seconds / (allocated / 1e9), 3) if allocated else 0.0,
+            "allocated_bytes": allocated,
+            "postgresql_bytes": _tree_size(source / PG_DATA),
+        }
 
     def commit(
         self, pass_id: str, keep: int, max_age: float, extra: dict[str, Any]
@@ -209,3 +294,13 @@ class Area:
             "last_complete": self.meta(current) if current else None,
             "in_progress": in_progress,
         }
+
+
+def _tree_size(root: Path, allocated: bool = False) -> int:
+    """Bytes of the files under ``root``: their sizes, or what they take on disk."""
+    total = 0
+    for parent, _dirs, files in os.walk(root):
+        for name in files:
+            st = (Path(parent) / name).lstat()
+            total += st.st_blocks * 512 if allocated else st.st_size
+    return total
