@@ -51,8 +51,10 @@ lint: setup ## ruff and a strict mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+DRILL_ARGS ?=
+
 drill: setup images ## the disaster-recovery rehearsal in the local sandbox (no AWS account)
-	@echo "make drill arrives with the promotion issue (inv drill); not built yet." >&2; exit 2
+	$(BIN)/inv drill $(DRILL_ARGS)
 
 bench: setup images ## benchmarks (bench/results/latest.json)
 	@echo "make bench arrives with the benchmark issue; not built yet." >&2; exit 2

@@ -811,6 +811,30 @@ class Engine:
                 raise HostError(f"{self.host}: {service} not healthy after {timeout:g}s ({shown})")
             sleep(interval)
 
+    def run_once(self, image: str, argv: Sequence[str], volumes: dict[str, str]) -> str:
+        """Run a one-off container of ``image`` (removed after) and return its stdout.
+
+        ``volumes`` maps host paths to container paths, mounted read-write. A non-zero exit is a
+        one-line HostError with the last line the command wrote to stderr.
+        """
+        binds = {host: {"bind": path, "mode": "rw"} for host, path in volumes.items()}
+        try:
+            with self._calls(f"running {image} {argv[0]}"):
+                out = self.client.containers.run(
+                    image, list(argv), remove=True, volumes=binds, stdout=True, stderr=False
+                )
+        except HostError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.ContainerError):
+                raw: Any = cause.stderr
+                said = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
+                raise HostError(
+                    f"{self.host}: {image} {argv[0]} exited {cause.exit_status}: "
+                    f"{_last_line(said) or 'no message'}"
+                ) from cause
+            raise
+        return bytes(out).decode("utf-8", "replace")
+
     def logs(self, service: str, lines: int = 100) -> str:
         """The last ``lines`` lines ``service``'s container wrote (stdout and stderr)."""
         container = self.container(service)

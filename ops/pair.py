@@ -2,8 +2,9 @@
 
 On both hosts the Compose stack is deployed (the slave's GitLab only created), the sidecars'
 public keys are exchanged (the slave accepts the master's client key; the master pins the
-slave's host key), sync is started on the master, GitLab is started on the master, and the
-first complete pass is awaited. Every step looks before it acts, so running it again repairs
+slave's host key), GitLab is started on the master and its health check awaited (so the first
+snapshot holds an initialised GitLab: its secrets, its database), sync is started on the master,
+and the first complete pass is awaited. Every step looks before it acts, so running it again repairs
 what is missing and changes nothing else.
 """
 
@@ -116,12 +117,15 @@ def pair(
             )
             result.changed.append(f"master: sends to {slave_peer}, pinning the slave's host key")
             current = sidecar.run_json(master, "ls")
-        if not current or not current.get("running"):
-            sidecar.run(master, "start")
-            result.changed.append("master: sync started")
         if not any(s.service == sidecar.GITLAB and s.state == "running" for s in master.ps()):
             master.up([sidecar.GITLAB])
             result.changed.append("master: GitLab started")
+        # The first snapshot must be of a GitLab that has made its data (secrets, database).
+        progress("master: waiting for GitLab's health check")
+        sidecar.wait_gitlab_healthy(master, timeout, clock, sleep)
+        if not current or not current.get("running"):
+            sidecar.run(master, "start")
+            result.changed.append("master: sync started")
         for line in result.changed:
             progress(line)
         if not result.changed:

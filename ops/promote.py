@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -54,6 +56,8 @@ STEPS = (
     "report",
 )
 Progress = Callable[[str], None]
+KILL_AFTER = "GITLAB_DR_KILL_AFTER_STEP"
+"""Testing aid: the process SIGKILLs itself right after journaling the step this names."""
 
 
 def _parse(text: str | None) -> dt.datetime | None:
@@ -385,21 +389,18 @@ def step_start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[
             sidecar.run(slave, "rm")  # no pass may land (or prune) while GitLab starts on it
         settings = slave.settings
         ctx.progress(f"slave: restoring the newest snapshot into {settings.gitlab_home}")
-        out = slave.client.containers.run(
+        out = slave.run_once(
             settings.sync_image,
             ["restore", "/target", "--json"],
-            remove=True,
-            volumes={
-                settings.sync_home: {"bind": "/sync", "mode": "ro"},
-                settings.gitlab_home: {"bind": "/target", "mode": "rw"},
-            },
+            {settings.sync_home: "/sync", settings.gitlab_home: "/target"},
         )
         restored = json.loads(out)
         ctx.progress(f"slave: starting GitLab on snapshot {restored['snapshot']}")
         slave.up([sidecar.GITLAB])
-        slave.wait_healthy(
-            sidecar.GITLAB, timeout=ctx.settings.ready_timeout, clock=ctx.clock, sleep=ctx.sleep
+        waited = sidecar.wait_gitlab_healthy(
+            slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
         )
+        ctx.progress(f"slave: GitLab healthy after {waited:.1f} s")
         return {
             "snapshot": restored["snapshot"],
             "snapshot_started_at": restored["started_at"],
@@ -650,7 +651,9 @@ def promote(
     ctx = Context(settings, ec2, state, flags, progress, clock, sleep)
     journal = Journal.open_for(settings, state)
     if journal and journal.data.get("done"):
-        return _report(journal, already=True), []
+        if state.slave is None:  # nothing left to promote: this promotion was the last
+            return _report(journal, already=True), []
+        journal = None  # a slave again (inv rebuild-slave): a new promotion
     if journal:
         master = next((h for h in state.hosts if h.instance_id == journal.data["master"]), None)
         slave = next((h for h in state.hosts if h.instance_id == journal.data["slave"]), None)
@@ -710,3 +713,5 @@ def _run_steps(ctx: Context, journal: Journal, view: View) -> None:
             detail = STEP_FUNCTIONS[step](ctx, journal, view)
         journal.record(step, started, ctx.clock(), detail)
         ctx.progress(f"{step} done in {journal.data['steps'][step]['seconds']:.2f} s")
+        if os.environ.get(KILL_AFTER) == step:  # fault injection for the resume tests
+            os.kill(os.getpid(), signal.SIGKILL)

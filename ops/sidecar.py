@@ -1,11 +1,13 @@
-"""The gitlab-rsync sidecar on a host, driven through its ``gitlab-sync`` CLI."""
+"""The stack's services on a host: the gitlab-rsync sidecar (its ``gitlab-sync`` CLI) and GitLab."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
-from ops.errors import SyncError
+from ops.errors import OpsError, SyncError
 from ops.hosts import Engine
 
 SERVICE = "gitlab-rsync"
@@ -36,3 +38,30 @@ def run_json(engine: Engine, *args: str, timeout: float = 120.0) -> Any:
 def same_key(a: str, b: str) -> bool:
     """Whether two OpenSSH public key lines hold the same key (comments aside)."""
     return a.split()[:2] == b.split()[:2]
+
+
+HEALTHCHECK = ("/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "5")
+
+
+def wait_gitlab_healthy(
+    engine: Engine,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Run GitLab's own health check (the Compose one) every half second until it passes.
+
+    Docker's health status would only say so after the check's interval (30 s); polling the
+    same command gives the moment GitLab is really up.
+    """
+    start = clock()
+    while True:
+        try:
+            if engine.exec(GITLAB, list(HEALTHCHECK), timeout=15).exit_code == 0:
+                return clock() - start
+        except OpsError:
+            pass  # the container may still be starting
+        if clock() - start >= timeout:
+            state = engine.state(GITLAB)
+            raise OpsError(f"{engine.host}: GitLab not healthy after {timeout:g} s ({state.state})")
+        sleep(0.5)
