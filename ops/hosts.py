@@ -94,6 +94,8 @@ _PING = b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
 _PROJECT = re.compile(r"[^-_a-z0-9]")
 _FRAME = struct.Struct(">BxxxL")
 _SSH_FAILED = 255  # ssh's own exit status; any other is the remote command's
+SSH_ERROR_GRACE = 2.0
+"""Seconds a failed call waits for ssh to exit and say why (a loaded machine is slow to)."""
 
 
 # --- hosts and the ssh command line ---------------------------------------------------------
@@ -561,7 +563,7 @@ def compose(
             raise HostError(f"{where}: docker-compose {verb} took more than {timeout:g}s") from None
     if done.returncode != 0:
         message = _last_line(done.stderr.decode("utf-8", "replace")) or f"exit {done.returncode}"
-        ssh = client.relay.take_ssh_error(grace=0.2) if client is not None else None
+        ssh = client.relay.take_ssh_error(grace=SSH_ERROR_GRACE) if client is not None else None
         if client is not None and ssh:
             message = _ssh_failure(ssh, client.host, settings)
         raise HostError(f"{where}: docker-compose {verb} failed: {message}")
@@ -737,7 +739,7 @@ class Engine:
             requests.exceptions.RequestException,
             OSError,
         ) as exc:
-            ssh = self.client.relay.take_ssh_error(grace=0.2)
+            ssh = self.client.relay.take_ssh_error(grace=SSH_ERROR_GRACE)
             if ssh:
                 cause = _ssh_failure(ssh, self.host, self.settings)
             else:

@@ -309,7 +309,8 @@ def _public_key(private: Path) -> str:
     return f"{kind} {data}"
 
 
-def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+def tar_files(files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A tar archive of ``name: (data, mode)`` files owned by root (for ``put_archive``)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, (data, mode) in files.items():
@@ -686,7 +687,7 @@ def _start_host(client: docker.DockerClient, layout: Layout, state: State, name:
         state.save(layout)
         container.put_archive(
             "/etc/ssh/keys",
-            _tar(
+            tar_files(
                 {
                     "host_ed25519": (layout.host_key(name).read_bytes(), 0o600),
                     f"authorized_keys_{USER}": (

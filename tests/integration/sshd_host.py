@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import secrets
 import socket
 import subprocess
-import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +31,7 @@ from docker.models.containers import Container
 
 from ops import settings as settings_mod
 from ops.hosts import Host, compose_project
+from ops.sandbox import tar_files
 from ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,17 +80,6 @@ def public_key(private: Path) -> str:
 def known_hosts_line(port: int, host_key: Path, address: str = "127.0.0.1") -> str:
     """A known_hosts line vouching for ``host_key`` at ``[address]:port``."""
     return f"[{address}]:{port} {public_key(host_key)}\n"
-
-
-def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.uid, info.gid = len(data), mode, 0, 0
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def wait_for_banner(port: int, timeout: float = 30.0) -> None:
@@ -186,7 +174,7 @@ class SshdHosts:
         try:
             container.put_archive(
                 "/etc/ssh/keys",
-                _tar(
+                tar_files(
                     {
                         "host_ed25519": (host_key.read_bytes(), 0o600),
                         f"authorized_keys_{USER}": (f"{public_key(client_key)}\n".encode(), 0o644),

@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.tasks_cli import inv
+
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_drill_passes_and_reports_rto_rpo_steps_and_verifications(tmp_path: Path) -> None:
     folder = tmp_path / "sandbox"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "invoke",
-            "drill",
-            "--json",
-            "--load-seconds",
-            "6",
-            "--seed",
-            "7",
-            "--directory",
-            str(folder),
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
+    done = inv(
+        "drill",
+        "--json",
+        "--load-seconds",
+        "6",
+        "--seed",
+        "7",
+        "--directory",
+        str(folder),
         timeout=900,
-        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads(done.stdout[done.stdout.index("{") :])

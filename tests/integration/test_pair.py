@@ -12,18 +12,16 @@ import ipaddress
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.integration.sshd_host import SshdHost, SshdHosts
+from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 STANDIN = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
 
 
@@ -74,24 +72,11 @@ def _env_file(tmp_path: Path, master: SshdHost, slave: SshdHost) -> Path:
     return path
 
 
-def _inv(env_file: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENV_FILE": str(env_file)}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> None:
     master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
     env_file = _env_file(tmp_path, master, slave)
 
-    first = _inv(env_file, "pair")
+    first = inv("pair", env_file=env_file)
     assert first.returncode == 0, first.stdout + first.stderr
     for step in (
         "slave: accepts the master's key",
@@ -121,11 +106,11 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
     snapshot = tmp_path / "slave" / "gitlab-sync" / "current"
     assert (snapshot / "config" / "gitlab-secrets.json").is_file()
 
-    again = _inv(env_file, "pair")
+    again = inv("pair", env_file=env_file)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing to change: already paired" in again.stdout
 
-    report = _inv(env_file, "status", "--json")
+    report = inv("status", "--json", env_file=env_file)
     assert report.returncode == 0, report.stdout + report.stderr
     data = json.loads(report.stdout)
     checks = {c["name"]: c for c in data["checks"]}
@@ -143,7 +128,7 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
     assert data["ok"] is True
 
     slave.container.stop(timeout=1)
-    down = _inv(env_file, "status")
+    down = inv("status", env_file=env_file)
     assert down.returncode == 1
     assert "FAIL slave host" in down.stdout
     assert "critical check(s) failed: slave host" in down.stderr
@@ -156,7 +141,7 @@ def test_pair_with_a_bad_setting_is_one_line_and_touches_nothing(
     master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
     env_file = _env_file(tmp_path, master, slave)
     env_file.write_text(env_file.read_text() + "SLAVE_OVERRIDES='SYNC_PORT=99999'\n")
-    failed = _inv(env_file, "pair")
+    failed = inv("pair", env_file=env_file)
     assert failed.returncode != 0
     assert failed.stderr.strip().splitlines() == [
         "error: SLAVE_OVERRIDES: SYNC_PORT: expected a port number from 1 to 65535, got '99999'"

@@ -7,10 +7,7 @@ would run them at 3 a.m.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,22 +16,9 @@ import pytest
 from ops import aws, inventory, sandbox
 from ops import settings as settings_mod
 from ops.promote import FENCED, KILL_AFTER, STEPS
+from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _inv(env_file: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENV_FILE": str(env_file)}
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +28,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sandbox.up(folder, lambda _line: None)
     env_file = sandbox.Layout(folder.resolve()).env_file
     try:
-        done = _inv(env_file, "pair")
+        done = inv("pair", env_file=env_file)
         assert done.returncode == 0, done.stdout + done.stderr
         yield env_file
     finally:
@@ -58,16 +42,7 @@ def _pair_state(env_file: Path) -> inventory.PairState:
 
 def _refused(env_file: Path, *args: str, env: dict[str, str] | None = None) -> str:
     before = _pair_state(env_file)
-    extra = {**os.environ, "ENV_FILE": str(env_file), **(env or {})}
-    done = subprocess.run(
-        [sys.executable, "-m", "invoke", "promote-slave", "--yes", *args],
-        cwd=ROOT,
-        env=extra,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = inv("promote-slave", "--yes", *args, env_file=env_file, extra_env=env, timeout=300)
     assert done.returncode == 3, done.stdout + done.stderr
     after = _pair_state(env_file)
     assert [(h.instance_id, h.role, h.security_groups) for h in after.hosts] == [
@@ -92,7 +67,7 @@ def test_promote_refuses_different_images_and_changes_nothing(paired: Path) -> N
 
 def test_promote_dry_run_prints_the_plan_and_changes_nothing(paired: Path) -> None:
     before = _pair_state(paired)
-    done = _inv(paired, "promote-slave", "--dry-run")
+    done = inv("promote-slave", "--dry-run", env_file=paired)
     assert done.returncode == 0, done.stdout + done.stderr
     for step in STEPS:
         assert step in done.stdout
@@ -101,7 +76,7 @@ def test_promote_dry_run_prints_the_plan_and_changes_nothing(paired: Path) -> No
 
 
 def test_promote_without_a_terminal_or_yes_refuses(paired: Path) -> None:
-    done = _inv(paired, "promote-slave")
+    done = inv("promote-slave", env_file=paired)
     assert done.returncode == 3
     assert "pass --yes" in done.stderr
 
@@ -109,20 +84,12 @@ def test_promote_without_a_terminal_or_yes_refuses(paired: Path) -> None:
 def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: Path) -> None:
     """Each run is SIGKILLed as soon as one more step is recorded; the next run resumes."""
     for step in STEPS[:-1]:
-        killed = subprocess.run(
-            [sys.executable, "-m", "invoke", "promote-slave", "--yes"],
-            cwd=ROOT,
-            env={**os.environ, "ENV_FILE": str(paired), KILL_AFTER: step},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        killed = inv("promote-slave", "--yes", env_file=paired, extra_env={KILL_AFTER: step})
         assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
         assert f"promote: {step} done" in killed.stdout, killed.stdout
         for earlier in STEPS[: STEPS.index(step)]:
             assert f"promote: {earlier} ..." not in killed.stdout, f"{earlier} was done twice"
-    final = _inv(paired, "promote-slave", "--yes", "--json")
+    final = inv("promote-slave", "--yes", "--json", env_file=paired)
     assert final.returncode == 0, final.stdout + final.stderr
     report = json.loads(final.stdout[final.stdout.index("{") :])
     assert report["done"] and report["to_epoch"] == 2
@@ -135,16 +102,16 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     (fenced,) = state.with_role(FENCED)
     assert "gitlab-open" not in fenced.security_groups
 
-    again = _inv(paired, "promote-slave", "--yes")
+    again = inv("promote-slave", "--yes", env_file=paired)
     assert again.returncode == 0
     assert "already promoted" in again.stdout and "nothing to do" in again.stdout
 
-    rebuilt = _inv(paired, "rebuild-slave", "--reuse", fenced.instance_id)
+    rebuilt = inv("rebuild-slave", "--reuse", fenced.instance_id, env_file=paired)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
-    green = _inv(paired, "status", "--json")
+    green = inv("status", "--json", env_file=paired)
     assert green.returncode == 0, green.stdout + green.stderr
     assert json.loads(green.stdout)["ok"] is True
 
-    second = _inv(paired, "promote-slave", "--yes", "--planned")
+    second = inv("promote-slave", "--yes", "--planned", env_file=paired)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,31 +23,14 @@ import docker
 import pytest
 
 from ops.aws import boto_session
+from tests.integration.tasks_cli import inv
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 STANDIN = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
-
-
-def _inv(
-    *args: str, env_file: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "ENV_FILE"}
-    if env_file is not None:
-        env["ENV_FILE"] = str(env_file)
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
@@ -133,12 +114,12 @@ class Listener:
 def sandbox_dir(tmp_path: Path) -> Iterator[Path]:
     where = tmp_path / "sandbox"
     yield where
-    _inv("sandbox.down", "--directory", str(where))  # a safety net when the test failed
+    inv("sandbox.down", "--directory", str(where))  # a safety net when the test failed
 
 
 def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     started = time.monotonic()
-    up = _inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
+    up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     assert all(line.startswith("sandbox: ") for line in up.stderr.splitlines()), up.stderr
     state = json.loads(up.stdout)
@@ -147,15 +128,15 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     master, slave = by_role["master"], by_role["slave"]
     print(f"sandbox up: {time.monotonic() - started:.1f} s")
 
-    again = _inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN)
+    again = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already up" in again.stdout
 
     # The tasks, by hand, with the sandbox's settings.
-    paired = _inv("pair", env_file=env_file)
+    paired = inv("pair", env_file=env_file)
     assert paired.returncode == 0, paired.stdout + paired.stderr
     assert "complete pass" in paired.stdout
-    report = _inv("status", "--json", env_file=env_file)
+    report = inv("status", "--json", env_file=env_file)
     assert report.returncode == 0, report.stdout + report.stderr
     data = json.loads(report.stdout)
     assert data["ok"] is True, [c for c in data["checks"] if not c["ok"]]
@@ -207,7 +188,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
             Resources=[who["instance_id"]],
             Tags=[{"Key": "Role", "Value": role}, {"Key": "Epoch", "Value": "2"}],
         )
-    swapped = _inv("status", "--json", env_file=env_file)
+    swapped = inv("status", "--json", env_file=env_file)
     views = {h["role"]: h for h in json.loads(swapped.stdout)["hosts"]}
     assert f"@{slave['ssh']})" in views["master"]["target"], views["master"]
     assert {s["service"]: s["state"] for s in views["master"]["services"]}["gitlab"] == "created"
@@ -216,7 +197,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
 
     # Down removes all of it, and again is a no-op.
     before_down = time.monotonic()
-    down = _inv("sandbox.down", "--directory", str(sandbox_dir), "--json")
+    down = inv("sandbox.down", "--directory", str(sandbox_dir), "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert "removed host container" in " ".join(json.loads(down.stdout)["removed"])
     print(f"sandbox down: {time.monotonic() - before_down:.1f} s")
@@ -236,7 +217,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     assert not _processes_mentioning(state["moto_url"].rsplit(":", 1)[1] + " ")
     assert _http_status(f"{url}/-/readiness") == 0
 
-    twice = _inv("sandbox.down", "--directory", str(sandbox_dir))
+    twice = inv("sandbox.down", "--directory", str(sandbox_dir))
     assert twice.returncode == 0, twice.stdout + twice.stderr
     assert "nothing to remove" in twice.stdout
 
@@ -244,7 +225,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
 def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
     sandbox_dir: Path,
 ) -> None:
-    failed = _inv(
+    failed = inv(
         "sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", "gitlab-dr/absent:none"
     )
     assert failed.returncode == 1
@@ -256,12 +237,12 @@ def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
 
 
 def test_sandbox_down_without_its_record_still_removes_everything(sandbox_dir: Path) -> None:
-    up = _inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
+    up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads(up.stdout)
     (sandbox_dir / "state.json").unlink()
 
-    down = _inv("sandbox.down", "--directory", str(sandbox_dir))
+    down = inv("sandbox.down", "--directory", str(sandbox_dir))
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopped the moto server, left running (pid {state['moto_pid']})" in down.stdout
     assert f"stopped the forwarder, left running (pid {state['forwarder_pid']})" in down.stdout
