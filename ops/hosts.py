@@ -96,6 +96,8 @@ _FRAME = struct.Struct(">BxxxL")
 _SSH_FAILED = 255  # ssh's own exit status; any other is the remote command's
 SSH_ERROR_GRACE = 2.0
 """Seconds a failed call waits for ssh to exit and say why (a loaded machine is slow to)."""
+SSH_SILENT = "ssh exited with status 255 and no message"
+"""What a shared (ControlMaster) connection's client leaves when the host vanishes under it."""
 
 
 # --- hosts and the ssh command line ---------------------------------------------------------
@@ -270,6 +272,7 @@ def _ssh_failure(stderr: str, host: Host, settings: Settings) -> str:
             ("connection closed", "connection reset", "kex_exchange"),
             "unreachable: the SSH server closed the connection",
         ),
+        ((SSH_SILENT,), "unreachable: the SSH connection was lost (the host went away)"),
     )
     text = stderr.lower()
     for needles, message in rules:
@@ -416,7 +419,7 @@ class Relay:
                     if proc.returncode == _SSH_FAILED:
                         stderr.seek(0)
                         text = stderr.read()[-4000:].decode("utf-8", "replace").strip()
-                        self.last_ssh_error = text or "ssh exited with status 255"
+                        self.last_ssh_error = text or SSH_SILENT
                     stderr.close()
                 self._children = running
                 failed = self.last_ssh_error is not None

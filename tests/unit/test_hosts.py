@@ -13,6 +13,7 @@ from ops import settings as settings_mod
 from ops.errors import HostError, OpsError, SettingError
 from ops.hosts import (
     DIAL_STDIO,
+    SSH_SILENT,
     Engine,
     Host,
     ServiceState,
@@ -149,6 +150,7 @@ def test_an_address_ssh_would_misread_is_refused(address: str) -> None:
             "kex_exchange_identification: Connection closed by remote host",
             "the SSH server closed the connection",
         ),
+        (SSH_SILENT, "unreachable: the SSH connection was lost"),
         ("something new\r\n", "ssh failed: something new"),
     ],
 )
