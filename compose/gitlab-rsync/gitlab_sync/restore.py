@@ -1,10 +1,9 @@
 """Restore the newest complete snapshot into GITLAB_HOME, for GitLab to run on at promotion.
 
-A real copy (``cp -a --reflink=auto``: reflinks where the filesystem has them, XFS or btrfs;
-bytes elsewhere): GitLab writes PostgreSQL's and the logs' files in place, and a hard link would
-carry those writes into the snapshots. Hard links within the snapshot are kept. Anything already
-in the target is moved aside into it, never deleted. Running it again for the same snapshot does
-nothing (a marker names the snapshot restored).
+Promotion's wrapper around :meth:`Area.prepare`, which makes the copy: restore adds what a
+resumable promotion needs. Anything already in the target is moved aside into it, never
+deleted, and running it again for the same snapshot does nothing (a marker names the snapshot
+restored).
 """
 
 from __future__ import annotations
