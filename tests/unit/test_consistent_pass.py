@@ -94,7 +94,25 @@ def test_first_step_copies_refs_head_and_packed_refs_only(tmp_path: Path) -> Non
         f"{REPO}/refs/tags/v1",
         "data/git-data/repositories/other.git/refs/heads/x",
     }
-    assert (dest / REPO / "objects" / "pack").is_dir()  # directories, to be filled next
+    assert not (dest / REPO / "objects").exists()  # not even listed: the next step's
+
+
+def test_first_step_finds_refs_in_hashed_wiki_and_pool_repositories(tmp_path: Path) -> None:
+    repos = tmp_path / "src/data/git-data/repositories"
+    wanted = {
+        "@hashed/ab/cd/abcd.git/refs/heads/main",
+        "@hashed/ab/cd/abcd.wiki.git/HEAD",
+        "@pools/12/34/1234.git/packed-refs",
+        "@hashed/ab/cd/abcd.git/refs/tags/deep/v1.git/x",  # a ref whose name ends in .git
+    }
+    others = ["@hashed/ab/cd/abcd.git/objects/12/3456", "@hashed/ab/cd/abcd.git/hooks/x"]
+    for rel in [*wanted, *others]:
+        (repos / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repos / rel).write_text(rel)
+    dest = tmp_path / "dst"
+    _rsync(tmp_path / "src", dest, refs_filters())
+    copied = _files(dest)
+    assert copied == {f"data/git-data/repositories/{rel}" for rel in wanted}
 
 
 def test_second_step_copies_the_rest_and_keeps_refs_as_they_were_read(tmp_path: Path) -> None:
@@ -333,6 +351,25 @@ def test_the_receiver_label_verb_writes_the_label_from_stdin(
     assert run("gitlab-sync-recv label 2 p1 backup_label", label) == 1  # fenced epoch
     assert run("gitlab-sync-recv label 1 p1 pg_hba.conf", b"local all all trust") == 1
     assert not (area.incoming / PG_DATA / "pg_hba.conf").exists()
+
+
+def test_a_full_sync_area_is_said_in_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = Paths(state=tmp_path / "state", source=tmp_path / "source", sync=tmp_path / "sync")
+    save_pairing(paths, Pairing(role="slave", peer=Peer("master"), peer_key="ssh-ed25519 AAAA"))
+    _received_with_cluster(Area(paths.sync), "p1")
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Area, "commit", full)  # tmpfs out of inodes did exactly this
+    command = "gitlab-sync-recv commit 1 p1"
+    assert receiver.serve({"SSH_ORIGINAL_COMMAND": command}, paths, Tunables()) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert err.startswith("gitlab-sync receiver: the slave's sync area is full")
+    assert "SNAPSHOT_KEEP" in err
 
 
 def test_postgresqls_own_files_are_not_watched_but_everything_else_is() -> None:

@@ -78,6 +78,16 @@ def test_other_exit_codes_fail_with_their_meaning(code: int) -> None:
     assert "No space left on device" in result.message
 
 
+def test_the_receivers_own_words_beat_rsyncs_last_line() -> None:
+    stderr = (
+        "gitlab-sync receiver: the slave's sync area is full (no space or no inodes left)\n"
+        "rsync error: syntax or usage error (code 1) at main.c(1347) [sender=3.2.7]\n"
+    )
+    message = rsync.result_for(1, "", stderr).message
+    assert message.startswith("rsync exited 1 (syntax or usage error): gitlab-sync receiver:")
+    assert "sync area is full" in message
+
+
 def test_disk_full_code_says_so() -> None:
     assert "disk full" in rsync.result_for(11, "", "").meaning
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -55,6 +56,19 @@ def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
     except SyncError as exc:
         _record(paths, error=str(exc), command=" ".join(words[:4]))
         print(f"gitlab-sync receiver: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # Out of space, or of inodes (every snapshot's directories take some), while writing
+        # the pass's own records: said in the receiver's words, which the master reports.
+        full = exc.errno in {errno.ENOSPC, errno.EDQUOT}
+        why = (
+            f"the slave's sync area is full (no space or no inodes left): {exc.strerror}; free "
+            "some or lower SNAPSHOT_KEEP"
+            if full
+            else f"{exc.strerror or exc}"
+        )
+        _record(paths, error=why, command=" ".join(words[:4]))
+        print(f"gitlab-sync receiver: {why}", file=sys.stderr)
         return 1
 
 

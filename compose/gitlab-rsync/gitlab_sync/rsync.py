@@ -161,7 +161,11 @@ class Result:
 
     @property
     def message(self) -> str:
-        detail = f": {self.stderr_tail[-1]}" if self.stderr_tail else ""
+        """The exit code's meaning and the most telling line: the slave's receiver's own words
+        when it said something (rsync's last line then only repeats the exit code)."""
+        ours = [line for line in self.stderr_tail if line.startswith("gitlab-sync receiver:")]
+        tail = ours or self.stderr_tail
+        detail = f": {tail[-1]}" if tail else ""
         return f"rsync exited {self.code} ({self.meaning}){detail}"
 
 

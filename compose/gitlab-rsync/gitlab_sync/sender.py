@@ -350,6 +350,7 @@ def watch_exclude(root: Path) -> str:
 # Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
 REPOSITORIES = "/data/git-data/repositories"
 _REF_PATTERNS = ("**/packed-refs", "**/refs/**", "**/reftable/**")
+_REF_ENTRIES = ("HEAD", "packed-refs", "refs/***", "reftable/***")  # in a repository
 
 
 def postgresql_mode(layout: pg.Layout) -> str:
@@ -370,10 +371,13 @@ def refs_filters() -> list[str]:
 
     Copied before the objects, refs in a snapshot only name objects that existed when they
     were read (git writes objects before it moves a ref), and those are in the later copy.
+    Inside a repository (a ``*.git`` directory) nothing else is even listed: walking every
+    objects directory here would double the cost of a pass on a large tree.
     """
-    parents = ["/data/", "/data/git-data/", f"{REPOSITORIES}/", f"{REPOSITORIES}/**/"]
+    parents = ["/data/", "/data/git-data/", f"{REPOSITORIES}/"]
     rules = [f"--include={p}" for p in parents]
-    rules += [f"--include={REPOSITORIES}/{p}" for p in ("**/HEAD", *_REF_PATTERNS)]
+    rules += [f"--include={REPOSITORIES}/**.git/{p}" for p in _REF_ENTRIES]
+    rules += [f"--exclude={REPOSITORIES}/**.git/*", f"--include={REPOSITORIES}/**/"]
     return [*rules, "--exclude=*"]
 
 
