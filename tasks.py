@@ -48,6 +48,17 @@ def load_settings() -> settings_mod.Settings:
         raise Exit(f"error: {exc}", 2) from exc
 
 
+def progress(task_name: str, json: bool = False) -> Callable[[str], None]:
+    """A task's progress lines, prefixed with its name: on stdout, or on stderr when stdout
+    carries JSON for a script to read."""
+    import sys
+
+    def say(line: str) -> None:
+        print(f"{task_name}: {line}", file=sys.stderr if json else sys.stdout, flush=True)
+
+    return say
+
+
 @task
 @edge
 def settings(c: Any, json: bool = False) -> None:
@@ -118,9 +129,7 @@ def pair(c: Any, timeout: float = 600.0, json: bool = False) -> None:
     from ops import status as status_mod
 
     loaded = load_settings()
-    result = pair_mod.pair(
-        loaded, progress=lambda line: print(f"pair: {line}", flush=True), timeout=timeout
-    )
+    result = pair_mod.pair(loaded, progress=progress("pair", json), timeout=timeout)
     if json:
         print(json_mod.dumps(result.to_dict(), indent=2))
         return
@@ -180,7 +189,7 @@ def promote_slave(
     from ops import promote as promote_mod
 
     def confirm(plan: list[str]) -> bool:
-        print("\n".join(plan))
+        print("\n".join(plan), file=sys.stderr if json else sys.stdout)
         if yes:
             return True
         if not sys.stdin.isatty():
@@ -191,7 +200,7 @@ def promote_slave(
     report, plan = promote_mod.promote(
         load_settings(),
         flags,
-        progress=lambda line: print(f"promote: {line}", flush=True),
+        progress=progress("promote", json),
         confirm=confirm,
         dry_run=dry_run,
     )
@@ -221,19 +230,11 @@ def rebuild_slave(c: Any, reuse: str = "", timeout: float = 600.0) -> None:
     loaded = load_settings()
     rebuild_mod.rebuild_slave(
         loaded,
-        progress=lambda line: print(f"rebuild: {line}", flush=True),
+        progress=progress("rebuild"),
         reuse=reuse,
         timeout=timeout,
     )
     print("\n".join(status_mod.render(status_mod.collect(loaded))))
-
-
-def _sandbox_progress(json: bool) -> Callable[[str], None]:
-    """Progress lines: to stdout, or to stderr when stdout carries JSON."""
-    import sys
-
-    out = sys.stderr if json else sys.stdout
-    return lambda line: print(f"sandbox: {line}", file=out, flush=True)
 
 
 @task(
@@ -259,7 +260,7 @@ def sandbox_up(
     from ops import sandbox as sandbox_mod
 
     where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
-    state = sandbox_mod.up(where, _sandbox_progress(json), gitlab_image=gitlab_image)
+    state = sandbox_mod.up(where, progress("sandbox", json), gitlab_image=gitlab_image)
     print(json_mod.dumps(state.to_dict(), indent=2) if json else "\n".join(state.lines()))
 
 
@@ -275,7 +276,7 @@ def sandbox_down(c: Any, directory: str = "", json: bool = False) -> None:
     from ops import sandbox as sandbox_mod
 
     where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
-    removed = sandbox_mod.down(where, _sandbox_progress(json))
+    removed = sandbox_mod.down(where, progress("sandbox", json))
     if json:
         print(json_mod.dumps({"removed": removed}, indent=2))
 
@@ -309,7 +310,7 @@ def drill(
 
     report = drill_mod.drill(
         Path(directory),
-        progress=lambda line: print(f"drill: {line}", flush=True),
+        progress=progress("drill", json),
         load_seconds=load_seconds,
         seed=None if seed < 0 else seed,
         keep=keep,

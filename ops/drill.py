@@ -29,6 +29,7 @@ from ops import standin_client as gl
 from ops.errors import OpsError
 from ops.hosts import Engine
 from ops.settings import Settings
+from ops.verify import Check
 
 T = TypeVar("T")
 
@@ -43,7 +44,7 @@ Progress = Callable[[str], None]
 @dataclass
 class DrillReport:
     steps: list[tuple[str, float]] = field(default_factory=list)
-    verifications: list[load.Verification] = field(default_factory=list)
+    verifications: list[Check] = field(default_factory=list)
     rto_seconds: float | None = None
     rpo_seconds: float | None = None
     promotion: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +103,7 @@ class Drill:
             return work()
 
     def check(self, name: str, ok: bool, detail: str) -> None:
-        self.report.verifications.append(load.Verification(name, ok, detail))
+        self.report.verifications.append(Check(name, ok, detail))
         self.progress(f"{'pass' if ok else 'FAIL'} {name}: {detail}")
 
     def settings(self) -> Settings:

@@ -5,7 +5,8 @@ in PostgreSQL, uploads PUT over HTTP. It remembers when each write was acknowled
 promotion, :func:`verify` checks through the public address that every write acknowledged
 before the snapshot's pass began is there: every project clones, every acknowledged commit is
 reachable from its branch, every acknowledged row is in the table, every acknowledged upload
-reads back byte for byte, and every repository passes ``git fsck --connectivity-only``.
+reads back byte for byte, and every repository passes ``git fsck --connectivity-only`` with
+every ref resolving.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from docker.models.containers import Container
 
 from ops import standin_client as gl
 from ops.errors import OpsError
+from ops.verify import Check, check_repositories, check_rows
 
 TABLE = "drill_rows"
 
@@ -39,13 +41,6 @@ class Written:
     rows: list[tuple[int, dt.datetime]] = field(default_factory=list)
     uploads: list[tuple[str, str, dt.datetime]] = field(default_factory=list)  # path, sha256
     errors: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Verification:
-    name: str
-    ok: bool
-    detail: str
 
 
 class Load:
@@ -119,46 +114,38 @@ class Load:
         return self.written
 
 
-def verify(
-    url: str, gitlab: Container, written: Written, before: dt.datetime
-) -> list[Verification]:
-    """Check through ``url`` that every write acknowledged before ``before`` survived."""
-    out: list[Verification] = []
+def verify(url: str, gitlab: Container, written: Written, before: dt.datetime) -> list[Check]:
+    """Check through ``url`` that every write acknowledged before ``before`` survived.
+
+    Clones and uploads go through the public address (what users reach); rows and repositories
+    are checked in the container with :mod:`ops.verify`'s checks, the same the consistency tests
+    run on a started copy.
+    """
+    out: list[Check] = []
     work = Path(tempfile.mkdtemp(prefix="gitlab-dr-verify-"))
     projects = sorted({p for p, _, _ in written.commits})
     for project in projects:
         try:
             repo = gl.clone(url, project, work / project.replace("/", "_"))
         except OpsError as exc:
-            out.append(Verification(f"clone {project}", False, str(exc)))
+            out.append(Check(f"clone {project}", False, str(exc)))
             continue
         acked = [sha for p, sha, at in written.commits if p == project and at < before]
         missing = [sha for sha in acked if not _reachable(repo, sha)]
         out.append(
-            Verification(
+            Check(
                 f"clone {project}", True, f"{len(acked)} commits acknowledged before the snapshot"
             )
         )
         out.append(
-            Verification(
+            Check(
                 f"commits {project}",
                 not missing,
                 f"{len(acked) - len(missing)}/{len(acked)} reachable"
                 + (f"; missing {missing[:3]}" if missing else ""),
             )
         )
-    acked_rows = [i for i, at in written.rows if at < before]
-    if acked_rows:
-        ids = ",".join(str(i) for i in acked_rows)
-        sql = f"SELECT count(*) FROM {TABLE} WHERE id IN ({ids})"  # noqa: S608 - integers only
-        found = int(gl.psql(gitlab, sql).strip())
-    else:
-        found = 0
-    out.append(
-        Verification(
-            "rows", found == len(acked_rows), f"{found}/{len(acked_rows)} acknowledged rows present"
-        )
-    )
+    out.append(check_rows(gitlab, TABLE, "id", [i for i, at in written.rows if at < before]))
     bad = [
         p
         for p, sha, at in written.uploads
@@ -166,14 +153,13 @@ def verify(
     ]
     count = sum(1 for _, _, at in written.uploads if at < before)
     out.append(
-        Verification(
+        Check(
             "uploads",
             not bad,
             f"{count - len(bad)}/{count} match" + (f"; wrong {bad[:3]}" if bad else ""),
         )
     )
-    broken = [f"{r.project}: {r.output}" for r in gl.fsck_all(gitlab) if not r.ok]
-    out.append(Verification("fsck", not broken, "; ".join(broken[:3]) or "every repository clean"))
+    out += check_repositories(gitlab)
     return out
 
 
