@@ -13,7 +13,7 @@ SYNC_IMAGE ?= gitlab-dr/gitlab-rsync:local
 STANDIN_IMAGE ?= gitlab-dr/gitlab-standin:local
 PYTEST_ARGS ?=
 
-.PHONY: help setup host-deps images test unit integration lint drill bench clean
+.PHONY: help setup host-deps images bench-image test unit integration lint drill bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,13 +37,13 @@ images: host-deps ## build the images (base image from Debian's packages when no
 	docker build -q --build-arg BASE_IMAGE=$$base -t $(STANDIN_IMAGE) compose/gitlab-standin >/dev/null && \
 	echo "images: built $(STANDIN_IMAGE)"
 
-test: setup images ## the whole suite: unit, then integration (real Docker, rsync, sshd, moto)
+test: setup bench-image ## the whole suite: unit, then integration (real Docker, rsync, sshd, moto)
 	$(BIN)/pytest $(PYTEST_ARGS) tests
 
 unit: setup ## unit tests only (no Docker)
 	$(BIN)/pytest $(PYTEST_ARGS) tests/unit
 
-integration: setup images ## integration tests only
+integration: setup bench-image ## integration tests only
 	$(BIN)/pytest $(PYTEST_ARGS) tests/integration
 
 lint: setup ## ruff and a strict mypy
@@ -56,8 +56,15 @@ DRILL_ARGS ?=
 drill: setup images ## the disaster-recovery rehearsal in the local sandbox (no AWS account)
 	$(BIN)/inv drill $(DRILL_ARGS)
 
-bench: setup images ## benchmarks (bench/results/latest.json)
-	@echo "make bench arrives with the benchmark issue; not built yet." >&2; exit 2
+BENCH_IMAGE ?= gitlab-dr/bench-contenders:local
+BENCH_ARGS ?=
+
+bench-image: images
+	@docker build -q --build-arg SYNC_IMAGE=$(SYNC_IMAGE) -t $(BENCH_IMAGE) bench/contenders >/dev/null && \
+	echo "images: built $(BENCH_IMAGE)"
+
+bench: setup bench-image ## benchmarks vs lsyncd and bare rsync (~25 min; BENCH_ARGS=--quick for ~5)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) $(STAMPS) .pytest_cache .mypy_cache .ruff_cache

@@ -405,6 +405,7 @@ def step_start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[
             "snapshot": restored["snapshot"],
             "snapshot_started_at": restored["started_at"],
             "restore_seconds": restored.get("seconds", 0.0),
+            "gitlab_healthy_seconds": round(waited, 3),
         }
 
 

@@ -1,0 +1,1 @@
+"""gitlab-dr's benchmarks (``make bench``): see ``python -m bench --help``."""
