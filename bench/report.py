@@ -67,10 +67,10 @@ def document(
     }
 
 
-def _number(value: float | None, unit: str = "") -> str:
+def _number(value: float | None, unit: str = "", digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isinf(value)):
         return "never"
-    text = f"{value:.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    text = f"{value:.{digits}f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{text} {unit}".rstrip()
 
 
@@ -87,7 +87,10 @@ def table(metrics: Sequence[Metric]) -> list[str]:
             ours += f" ({_number(spread['low'])}-{_number(spread['high'])}, {spread['runs']} runs)"
         elif "p50" in spread:
             ours = f"p99 {_number(m.value, m.unit)}, p50 {_number(spread['p50'], 's')}"
-        others = "; ".join(f"{name}: {_number(v)}" for name, v in m.competitors.items())
+        others = "; ".join(
+            f"{name}: {_number(v, digits=3 if 'ratio' in name else 2)}"
+            for name, v in m.competitors.items()
+        )
         verdict = {True: "yes", False: "**no**", None: "-"}[m.met]
         lines.append(
             f"| {m.name} | {m.size} | {ours} | {others or '-'} | {m.target or '-'} | {verdict} |"
