@@ -275,13 +275,13 @@ def _pss_kib(pid: str) -> int:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):  # gone, or a kernel thread's empty rollup
         pass
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text(errors="replace").splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 
@@ -297,8 +297,8 @@ def rss(out: Path, stop: Path) -> None:
             if not pid.isdigit() or pid == me:
                 continue
             try:
-                name = Path(f"/proc/{pid}/comm").read_text().strip()
-            except OSError:
+                name = Path(f"/proc/{pid}/comm").read_text(errors="replace").strip()
+            except OSError:  # the process has gone
                 continue
             now[name] = now.get(name, 0) + _pss_kib(pid)
         total = sum(now.values())

@@ -88,7 +88,7 @@ def table(metrics: Sequence[Metric]) -> list[str]:
         elif "p50" in spread:
             ours = f"p99 {_number(m.value, m.unit)}, p50 {_number(spread['p50'], 's')}"
         others = "; ".join(
-            f"{name}: {_number(v, digits=3 if 'ratio' in name else 2)}"
+            f"{name}: {_number(v, digits=3 if name.startswith('ratio') else 2)}"
             for name, v in m.competitors.items()
         )
         verdict = {True: "yes", False: "**no**", None: "-"}[m.met]

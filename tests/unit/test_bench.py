@@ -55,8 +55,10 @@ def test_the_table_shows_spread_competitors_and_a_missed_target() -> None:
         False,
     )
     lag = Metric("lag", "x", math.inf, "s", {"p50": 0.4}, {}, "", None)
-    lines = report.table([metric, lag])
+    rto = Metric("rto", "x", 9.0, "s", {}, {"orchestration share": 7.621, "ratio": 0.8964})
+    lines = report.table([metric, lag, rto])
     assert "2.00 s (1.90-2.40, 3 runs)" in lines[2] and "**no**" in lines[2]
+    assert "orchestration share: 7.62;" in lines[4] and "ratio: 0.896 " in lines[4]
     assert "p99 never" in lines[3]
     assert metric.to_dict()["competitors"] == {"bare rsync": 1.0, "ratio": 2.0}
     assert lag.to_dict()["value"] is None  # JSON has no infinity
