@@ -10,7 +10,6 @@ ed25519 key, host key checked, one multiplexed connection kept for 60 s.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 import uuid
 from collections.abc import Iterator
@@ -174,7 +173,3 @@ class Cluster:
 def cluster(storage: str = "tmpfs") -> Iterator[Cluster]:
     with ExitStack() as stack:
         yield Cluster(stack, storage)
-
-
-def quote(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

@@ -111,6 +111,14 @@ def make_tree(
     }
 
 
+def _rewrite(path: Path, head: bytes, rng: random.Random, temp_name: str) -> None:
+    """New content for ``path``: ``head`` and 60 B to 8 KiB of noise, written aside and renamed
+    over it, as git and GitLab replace files (never half-written for a reader)."""
+    temp = path.with_name(temp_name)
+    temp.write_bytes(head + rng.randbytes(_log_uniform(rng, 60, 8 << 10)))
+    os.rename(temp, path)
+
+
 def _small_files(root: Path, limit: int = 64 << 10) -> list[str]:
     """Loose objects and uploads (not refs, HEAD or packs): what the churn rewrites or deletes."""
     found = []
@@ -158,9 +166,7 @@ class Churn:
         if kind == "delete":
             path.unlink()
         else:
-            temp = path.with_name(f".tmp-{seq}")
-            temp.write_bytes(tag + self.rng.randbytes(_log_uniform(self.rng, 60, 8 << 10)))
-            os.rename(temp, path)
+            _rewrite(path, tag, self.rng, f".tmp-{seq}")
         now = time.monotonic()
         with self.lock:
             self.pending[rel] = (seq, kind, tag, now)
@@ -229,9 +235,7 @@ def touch(root: Path, count: int, seed: int) -> dict[str, object]:
     chosen = rng.sample(_small_files(root), count)
     for rel in chosen:
         path = root / rel
-        temp = path.with_name(f".tmp-touch-{seed}")
-        temp.write_bytes(f"TOUCH {seed}\n".encode() + rng.randbytes(_log_uniform(rng, 60, 8 << 10)))
-        os.rename(temp, path)
+        _rewrite(path, f"TOUCH {seed}\n".encode(), rng, f".tmp-touch-{seed}")
     return {"changed": len(chosen)}
 
 

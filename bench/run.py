@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,6 @@ def _finite(value: float) -> float | None:
     return None if value in (float("inf"), float("-inf")) else round(value, 4)
 
 
-@dataclass
-class Contender:
-    name: str
-    config: str
-    result: dict[str, Any] = field(default_factory=dict)
-
-
 def tree_size(sizes: Sizes) -> str:
     return f"{sizes.files:,} files, {sizes.bytes / GIB:.2f} GiB"
 
@@ -173,7 +167,7 @@ class Bench:
         master, slave = c.our_pair(source, ours_sync, {}, prefix="ours")
         plain, plain_slave = c.plain_pair(source, replica)
         self.configs["ours"] = _ours_config(master)
-        self.configs["rsync"] = f"rsync -a --delete -e '{SSH}' /source/ plain-slave:/replica/"
+        self.configs["rsync"] = shlex.join(_bare_rsync())
 
         self.first_sync(master, slave, plain, plain_slave)
         if self.want("no-change", "changed"):
@@ -421,7 +415,7 @@ class Bench:
 
     def loop_lag(self, plain: Box, probe: Box) -> None:
         name = "rsync loop (seed)"
-        rsync = " ".join(_bare_rsync()[:4]) + f" '{SSH}' /source/ plain-slave:/replica/"
+        rsync = shlex.join(_bare_rsync())
         script = f"n=0; while :; do {rsync}; n=$((n+1)); echo $n >/tmp/loops; sleep 1; done"
         self.configs[name] = script
         plain.sh("rm -f /tmp/loops")
@@ -572,15 +566,6 @@ def _passed_since(master: Box, since: dt.datetime) -> bool:
 
 
 def _idle(master: Box) -> bool:
+    """No pass under way a second from now (the churn's last events start one within 1 s)."""
     time.sleep(1.0)
     return not master.status().get("in_progress")
-
-
-def run(
-    sizes: Sizes, progress: Progress, only: tuple[str, ...] = METRICS
-) -> tuple[list[Metric], Bench]:
-    bench = Bench(sizes, progress, only)
-    return bench.run(), bench
-
-
-__all__ = ["METRICS", "QUICK", "Bench", "Metric", "Sizes", "replace", "run"]

@@ -69,9 +69,3 @@ def nearest_rank(values: Sequence[float], q: float) -> float:
         raise ValueError("no values")
     ordered = sorted(values)
     return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
-
-
-def ratio(ours: float, theirs: float) -> float:
-    if theirs <= 0:
-        raise ValueError("the reference figure is zero")
-    return ours / theirs

@@ -233,3 +233,24 @@ def test_wait_healthy_gives_up_at_its_deadline_saying_the_last_state(settings: S
     with pytest.raises(HostError, match=r"app not healthy after 5s \(running, starting\)$"):
         engine.wait_healthy("app", timeout=5, interval=1, clock=clock, sleep=clock.sleep)
     assert clock.now == 5
+
+
+def test_promotions_health_check_is_the_compose_files_own() -> None:
+    """ops.sidecar polls GitLab with the Compose stack's health check: the same command, only
+    a shorter --max-time, so a change to one cannot leave the other checking something else."""
+    import json
+    import re
+
+    from ops import sidecar
+    from ops.hosts import STACK_FILE
+
+    match = re.search(r"^\s*test: (\[.*\])\s*$", STACK_FILE.read_text(), re.MULTILINE)
+    assert match, "no healthcheck test in the stack file"
+    compose = json.loads(match.group(1))
+    assert compose[0] == "CMD"
+
+    def without_max_time(argv: list[str]) -> list[str]:
+        at = argv.index("--max-time")
+        return argv[:at] + argv[at + 2 :]
+
+    assert without_max_time(compose[1:]) == without_max_time(list(sidecar.HEALTHCHECK))

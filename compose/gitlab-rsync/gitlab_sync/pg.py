@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gitlab_sync.config import SyncError
 
@@ -110,6 +111,13 @@ class Layout:
     def pid_file(self) -> Path:
         return self.data / "postmaster.pid"
 
+    def psql(self, *options: str) -> list[str]:
+        """psql to this server over its socket, as the superuser: quiet, tuples only."""
+        return [
+            "psql", "-X", "-q", "-tA", *options, "-h", str(self.root / SOCKET_DIR),
+            "-p", str(PORT), "-U", SUPERUSER, "-d", "postgres",
+        ]  # fmt: skip
+
     def owner(self) -> tuple[int, int]:
         """The uid and gid PostgreSQL runs as: the data directory's (Omnibus lets them change)."""
         try:
@@ -161,6 +169,17 @@ class Layout:
         return (st.st_ino, st.st_mtime_ns)
 
 
+def _as_owner(owner: tuple[int, int]) -> dict[str, Any]:
+    """How psql is run: as PostgreSQL's own uid and gid, no other groups, a bare environment."""
+    return {
+        "cwd": "/",
+        "env": {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
+        "user": owner[0],
+        "group": owner[1],
+        "extra_groups": [],
+    }
+
+
 def _popen(argv: list[str], owner: tuple[int, int]) -> subprocess.Popen[str]:
     """psql as gitlab-psql's uid, talking over pipes."""
     try:
@@ -171,11 +190,7 @@ def _popen(argv: list[str], owner: tuple[int, int]) -> subprocess.Popen[str]:
             stderr=subprocess.PIPE,
             text=True,
             errors="replace",
-            cwd="/",
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
-            user=owner[0],
-            group=owner[1],
-            extra_groups=[],
+            **_as_owner(owner),
         )
     except OSError as exc:
         raise SyncError(f"cannot run psql for the base backup: {exc}") from exc
@@ -190,23 +205,14 @@ def transactions(layout: Layout, timeout: float = 5.0) -> str | None:
     """The server's transaction snapshot, or None when it cannot be asked."""
     if not layout.listening():
         return None
-    argv = [
-        "psql", "-X", "-q", "-tA", "-h", str(layout.root / SOCKET_DIR), "-p", str(PORT),
-        "-U", SUPERUSER, "-d", "postgres", "-c", SNAPSHOT_SQL,
-    ]  # fmt: skip
-    uid, gid = layout.owner()
     try:
         done = subprocess.run(
-            argv,
+            [*layout.psql(), "-c", SNAPSHOT_SQL],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            cwd="/",
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
-            user=uid,
-            group=gid,
-            extra_groups=[],
+            **_as_owner(layout.owner()),
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -238,25 +244,7 @@ class BackupSession:
         self.start_lsn = ""
         self.slot = ""
         self.started = 0.0
-        self._proc = _popen(
-            [
-                "psql",
-                "-X",
-                "-q",
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(layout.root / SOCKET_DIR),
-                "-p",
-                str(PORT),
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-            ],
-            layout.owner(),
-        )
+        self._proc = _popen(layout.psql("-v", "ON_ERROR_STOP=1"), layout.owner())
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 

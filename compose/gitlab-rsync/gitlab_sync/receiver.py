@@ -54,22 +54,19 @@ def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
     try:
         return _serve(words, paths, tunables)
     except SyncError as exc:
-        _record(paths, error=str(exc), command=" ".join(words[:4]))
-        print(f"gitlab-sync receiver: {exc}", file=sys.stderr)
-        return 1
+        why = str(exc)
     except OSError as exc:
         # Out of space, or of inodes (every snapshot's directories take some), while writing
         # the pass's own records: said in the receiver's words, which the master reports.
-        full = exc.errno in {errno.ENOSPC, errno.EDQUOT}
         why = (
             f"the slave's sync area is full (no space or no inodes left): {exc.strerror}; free "
             "some or lower SNAPSHOT_KEEP"
-            if full
+            if exc.errno in {errno.ENOSPC, errno.EDQUOT}
             else f"{exc.strerror or exc}"
         )
-        _record(paths, error=why, command=" ".join(words[:4]))
-        print(f"gitlab-sync receiver: {why}", file=sys.stderr)
-        return 1
+    _record(paths, error=why, command=" ".join(words[:4]))
+    print(f"gitlab-sync receiver: {why}", file=sys.stderr)
+    return 1
 
 
 def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:

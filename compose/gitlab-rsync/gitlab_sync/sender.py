@@ -349,6 +349,9 @@ def watch_exclude(root: Path) -> str:
 
 # Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
 REPOSITORIES = "/data/git-data/repositories"
+# What a ref is, in the two filter forms the passes need: excluded from the second pass with
+# ``refs/**`` (the refs directory itself still arrives, so a new repository is never broken),
+# included in the first with ``refs/***`` (the directory and all in it) inside a ``*.git``.
 _REF_PATTERNS = ("**/packed-refs", "**/refs/**", "**/reftable/**")
 _REF_ENTRIES = ("HEAD", "packed-refs", "refs/***", "reftable/***")  # in a repository
 
