@@ -31,10 +31,10 @@ $(STAMPS)/venv: pyproject.toml
 
 images: host-deps ## build the images (base image from Debian's packages when no registry)
 	@base=$$(scripts/base-image.sh) && echo "images: base $$base" && \
-	docker build -q --build-arg BASE_IMAGE=$$base -t $(SYNC_IMAGE) compose/gitlab-rsync >/dev/null && \
+	docker build -q --build-arg BASE_IMAGE=$$base -t $(SYNC_IMAGE) -f images/gitlab-rsync/Dockerfile . >/dev/null && \
 	echo "images: built $(SYNC_IMAGE)"
 	@base=$$(scripts/base-image.sh) && \
-	docker build -q --build-arg BASE_IMAGE=$$base -t $(STANDIN_IMAGE) compose/gitlab-standin >/dev/null && \
+	docker build -q --build-arg BASE_IMAGE=$$base -t $(STANDIN_IMAGE) images/gitlab-standin >/dev/null && \
 	echo "images: built $(STANDIN_IMAGE)"
 
 test: setup bench-image ## the whole suite: unit, then integration (real Docker, rsync, sshd, moto)
@@ -60,7 +60,7 @@ BENCH_IMAGE ?= gitlab-dr/bench-contenders:local
 BENCH_ARGS ?=
 
 bench-image: images
-	@docker build -q --build-arg SYNC_IMAGE=$(SYNC_IMAGE) -t $(BENCH_IMAGE) bench/contenders >/dev/null && \
+	@docker build -q --build-arg SYNC_IMAGE=$(SYNC_IMAGE) -t $(BENCH_IMAGE) images/bench-contenders >/dev/null && \
 	echo "images: built $(BENCH_IMAGE)"
 
 bench: setup bench-image ## benchmarks vs lsyncd and bare rsync (~25 min; BENCH_ARGS=--quick for ~5)

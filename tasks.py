@@ -17,9 +17,9 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from ops import ami as ami_mod
-from ops import launch as launch_mod
 from ops import settings as settings_mod
+from ops.aws import ami as ami_mod
+from ops.aws import launch as launch_mod
 from ops.errors import OpsError, Refusal
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,8 +125,8 @@ def pair(c: Any, timeout: float = 600.0, json: bool = False) -> None:
     The slave's GitLab is only created. Waits for the first complete pass, with progress, then
     prints the pair's status. Safe to run again: it repairs what is missing, nothing else.
     """
-    from ops import pair as pair_mod
-    from ops import status as status_mod
+    from ops.dr import pair as pair_mod
+    from ops.dr import status as status_mod
 
     loaded = load_settings()
     result = pair_mod.pair(loaded, progress=progress("pair", json), timeout=timeout)
@@ -143,7 +143,7 @@ def status(c: Any, json: bool = False) -> None:
 
     A monitor can run it: an unreachable host is a failed check, not a crash.
     """
-    from ops import status as status_mod
+    from ops.dr import status as status_mod
 
     report = status_mod.collect(load_settings())
     if json:
@@ -186,7 +186,7 @@ def promote_slave(
     """
     import sys
 
-    from ops import promote as promote_mod
+    from ops.dr import promote as promote_mod
 
     def confirm(plan: list[str]) -> bool:
         print("\n".join(plan), file=sys.stderr if json else sys.stdout)
@@ -224,8 +224,8 @@ def rebuild_slave(c: Any, reuse: str = "", timeout: float = 600.0) -> None:
     The instance is launched from the AMI (or retagged), paired, and the first pass awaited;
     afterwards inv status is green and a second promotion works.
     """
-    from ops import rebuild as rebuild_mod
-    from ops import status as status_mod
+    from ops.dr import rebuild as rebuild_mod
+    from ops.dr import status as status_mod
 
     loaded = load_settings()
     rebuild_mod.rebuild_slave(
@@ -257,7 +257,7 @@ def sandbox_up(
     <directory>/sandbox.env: ENV_FILE=.sandbox/sandbox.env inv pair | status | promote-slave.
     Already up: changes nothing. inv sandbox.down removes all of it.
     """
-    from ops import sandbox as sandbox_mod
+    from ops.rehearsal import sandbox as sandbox_mod
 
     where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
     state = sandbox_mod.up(where, progress("sandbox", json), gitlab_image=gitlab_image)
@@ -273,7 +273,7 @@ def sandbox_up(
 @edge
 def sandbox_down(c: Any, directory: str = "", json: bool = False) -> None:
     """Remove the sandbox: its processes, containers, stacks, volumes and files (idempotent)."""
-    from ops import sandbox as sandbox_mod
+    from ops.rehearsal import sandbox as sandbox_mod
 
     where = Path(directory) if directory else sandbox_mod.DEFAULT_DIR
     removed = sandbox_mod.down(where, progress("sandbox", json))
@@ -306,7 +306,7 @@ def drill(
     Elastic IP, the old master revived and shown to reach nothing, rebuild-slave, the new pair
     syncing. Prints RTO, RPO, each step's time and each verification.
     """
-    from ops import drill as drill_mod
+    from ops.rehearsal import drill as drill_mod
 
     report = drill_mod.drill(
         Path(directory),

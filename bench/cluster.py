@@ -2,7 +2,7 @@
 
 Our pair is made exactly as the integration tests make it (``tests/integration/sync_pair``:
 the real sidecar image, paired by its own CLI). The contenders run in an image built from the
-sidecar's (``bench/contenders``): the same rsync, OpenSSH and Python, plus Debian's lsyncd.
+sidecar's (``images/bench-contenders``): the same rsync, OpenSSH and Python, plus Debian's lsyncd.
 Every contender's master reaches its slave through the same SSH options as our sidecar:
 ed25519 key, host key checked, one multiplexed connection kept for 60 s.
 """
@@ -22,8 +22,8 @@ import docker
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from ops.sandbox import tar_files
-from tests.integration.sync_pair import Side, pair_up, start_sidecar, wait_for
+from ops.rehearsal.sandbox import tar_files
+from tests.integration.sidecar.sync_pair import Side, pair_up, start_sidecar, wait_for
 
 CONTENDERS_IMAGE = "gitlab-dr/bench-contenders:local"
 PROBE = Path(__file__).with_name("probe.py")

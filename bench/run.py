@@ -19,7 +19,7 @@ from typing import Any
 
 from bench import stats
 from bench.cluster import SSH, SSH_OPTIONS, Box, Cluster, cluster, start_rss
-from tests.integration.sync_pair import wait_for
+from tests.integration.sidecar.sync_pair import wait_for
 
 Progress = Callable[[str], None]
 GIB = 1 << 30
@@ -463,7 +463,7 @@ class Bench:
     # -- 6: RTO in the sandbox ----------------------------------------------------------------
 
     def rto(self) -> None:
-        from ops import drill
+        from ops.rehearsal import drill
 
         rtos: list[float] = []
         gitlab: list[float] = []

@@ -19,7 +19,7 @@ class HostError(OpsError):
     """A host's Docker engine or SSH could not be reached or did not do what was asked."""
 
 
-class SyncError(OpsError):
+class SidecarError(OpsError):
     """The gitlab-sync sidecar refused or failed a command."""
 
 

@@ -241,13 +241,23 @@ build {
   sources = ["source.amazon-ebs.gitlab"]
 
   provisioner "shell" {
-    inline = ["mkdir -p ${local.staging}"]
+    inline = ["mkdir -p ${local.staging}/images"]
   }
 
-  # The Compose stack, with the gitlab-rsync build context (no trailing slash: lands in
-  # ${local.staging}/compose).
+  # The Compose stack and the gitlab-rsync build context: its Dockerfile and its code (no
+  # trailing slash: each lands in a folder of its name under ${local.staging}).
   provisioner "file" {
     source      = "${path.root}/../compose"
+    destination = local.staging
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/../images/gitlab-rsync"
+    destination = "${local.staging}/images"
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/../sidecar"
     destination = local.staging
   }
 

@@ -10,7 +10,8 @@
 #
 # Input, from the environment:
 #   GITLAB_IMAGE              the pinned GitLab image (required)
-#   STAGING_DIR               where Packer uploaded compose/ and prepare-data-volume.sh
+#   STAGING_DIR               where Packer uploaded compose/, images/gitlab-rsync/, sidecar/
+#                             (the sidecar's build context) and prepare-data-volume.sh
 #   BASE_IMAGE, SYNC_IMAGE    base and tag of the gitlab-rsync image
 #   DOCKER_USER               user added to the docker group (it must exist)
 #   DATA_MOUNT, DATA_LABEL    mount point and filesystem label of the data volume
@@ -56,9 +57,9 @@ esac
 id "$DOCKER_USER" >/dev/null 2>&1 || die "user $DOCKER_USER does not exist (the SSH user of the hosts)"
 [ -f "$STAGING_DIR/compose/docker-compose.yml" ] || die "$STAGING_DIR/compose/docker-compose.yml is missing"
 [ -f "$STAGING_DIR/prepare-data-volume.sh" ] || die "$STAGING_DIR/prepare-data-volume.sh is missing"
-if [ "$PROVISION_SKIP_BUILD" != 1 ] && [ ! -f "$STAGING_DIR/compose/gitlab-rsync/Dockerfile" ]; then
-  die "$STAGING_DIR/compose/gitlab-rsync/Dockerfile is missing (the sidecar's build context)"
-fi
+for part in images/gitlab-rsync/Dockerfile sidecar/gitlab_sync/__main__.py; do
+  [ -f "$STAGING_DIR/$part" ] || die "$STAGING_DIR/$part is missing (the sidecar's build context)"
+done
 
 # --- Packages: the engine, Compose, and what the data volume's first boot needs -------------
 export DEBIAN_FRONTEND=noninteractive
@@ -124,13 +125,20 @@ log "adding $DOCKER_USER to the docker group"
 usermod -aG docker "$DOCKER_USER"
 
 # --- The Compose stack and the images ------------------------------------------------------
-log "installing the Compose stack in $STACK_DIR"
-rm -rf "$STACK_DIR"
-install -d -m 0755 "$(dirname "$STACK_DIR")"
+# The stack's folder holds compose/ and, beside it, the sidecar's build context (its Dockerfile
+# in images/gitlab-rsync, its code in sidecar/): the Compose file builds from "..".
+APP_DIR=$(dirname "$STACK_DIR")
+log "installing the Compose stack in $STACK_DIR and the sidecar's build context in $APP_DIR"
+rm -rf "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar"
+install -d -m 0755 "$APP_DIR" "$APP_DIR/images"
 cp -R "$STAGING_DIR/compose" "$STACK_DIR"
-find "$STACK_DIR" -name __pycache__ -prune -exec rm -rf {} +
-chown -R root:root "$STACK_DIR"
-chmod -R u=rwX,go=rX "$STACK_DIR"
+cp -R "$STAGING_DIR/images/gitlab-rsync" "$APP_DIR/images/gitlab-rsync"
+cp -R "$STAGING_DIR/sidecar" "$APP_DIR/sidecar"
+for dir in "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar"; do
+  find "$dir" -name __pycache__ -prune -exec rm -rf {} +
+  chown -R root:root "$dir"
+  chmod -R u=rwX,go=rX "$dir"
+done
 
 engine_up() { docker info >/dev/null 2>&1; }
 need_engine() {
@@ -151,7 +159,7 @@ else
   need_engine "building $SYNC_IMAGE"
   log "building $SYNC_IMAGE from $BASE_IMAGE"
   docker build --quiet --pull --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$SYNC_IMAGE" \
-    "$STACK_DIR/gitlab-rsync"
+    -f "$APP_DIR/images/gitlab-rsync/Dockerfile" "$APP_DIR"
 fi
 
 # --- Kernel settings -----------------------------------------------------------------------

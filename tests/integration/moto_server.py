@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from moto.server import ThreadedMotoServer
 
-from ops.aws import boto_session
+from ops.aws.client import boto_session
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client

@@ -1,7 +1,7 @@
 """A real OpenSSH sshd in front of the local Docker engine: a stand-in host for the ssh:// path.
 
-Each :class:`SshdHost` is a container from ``sandbox/host`` (Debian's openssh-server and docker
-CLI on the local base image; the sandbox's "instances" run it too) with the engine's socket
+Each :class:`SshdHost` is a container from ``images/sandbox-host`` (Debian's openssh-server and
+docker CLI on the local base image; the sandbox's "instances" run it too) with the engine's socket
 bind-mounted, published on a 127.0.0.1 port. Its host key and the client key are made by the
 test (``ssh-keygen`` in a temporary directory) and copied in before sshd starts; the test writes
 the known_hosts file. Its settings are the defaults with the SSH ones pointing at it and a
@@ -30,12 +30,12 @@ import pytest
 from docker.models.containers import Container
 
 from ops import settings as settings_mod
-from ops.hosts import Host, compose_project
-from ops.sandbox import tar_files
+from ops.hosts.engine import Host, compose_project
+from ops.rehearsal.sandbox import tar_files
 from ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SSHD_DIR = ROOT / "sandbox" / "host"
+SSHD_DIR = ROOT / "images" / "sandbox-host"
 IMAGE = "gitlab-dr/sandbox-host:local"
 LABEL = "gitlab-dr.test"
 USER = "admin"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ops import settings as settings_mod
-from ops.inventory import ElasticIp, Host, PairState
+from ops.aws.inventory import ElasticIp, Instance, PairState
 from ops.settings import Settings
 
 A, B = "i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"
@@ -15,8 +15,8 @@ def settings_of(**values: str) -> Settings:
     return settings_mod.load(values, env_file=Path("/nonexistent/gitlab-dr-test.env"))
 
 
-def _host(instance_id: str, role: str, groups: tuple[str, ...] = ()) -> Host:
-    return Host(
+def _host(instance_id: str, role: str, groups: tuple[str, ...] = ()) -> Instance:
+    return Instance(
         instance_id=instance_id,
         role=role,
         state="running",

@@ -1,0 +1,168 @@
+"""``inv pair``: the hand-written "set up rsync between master and slave", automated.
+
+On both hosts the Compose stack is deployed (the slave's GitLab only created), the sidecars'
+public keys are exchanged (the slave accepts the master's client key; the master pins the
+slave's host key), GitLab is started on the master and its health check awaited (so the first
+snapshot holds an initialised GitLab: its secrets, its database), sync is started on the master,
+and the first complete pass is awaited. Every step looks before it acts, so running it again repairs
+what is missing and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ops.dr import sidecar, topology
+from ops.dr.topology import Topology
+from ops.errors import SidecarError
+from ops.hosts.engine import Engine
+from ops.progress import Progress
+from ops.settings import Settings
+
+
+@dataclass
+class PairResult:
+    """What ``pair`` did (``changed``) and the sidecars' status when it ended."""
+
+    topology: Topology
+    changed: list[str] = field(default_factory=list)
+    master_status: dict[str, Any] = field(default_factory=dict)
+    slave_status: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "epoch": self.topology.epoch,
+            "sync_address": self.topology.sync_address,
+            "master": {"host": str(self.topology.master.host), "sync": self.master_status},
+            "slave": {"host": str(self.topology.slave.host), "sync": self.slave_status},
+        }
+
+
+def _needs_pairing(
+    current: dict[str, Any] | None, role: str, peer: str, key: str, epoch: int
+) -> bool:
+    if not current:
+        return True
+    return not (
+        current.get("role") == role
+        and current.get("peer") == peer
+        and current.get("epoch") == epoch
+        and sidecar.same_key(str(current.get("peer_key", "")), key)
+    )
+
+
+def _peer(address: str, default_port: int) -> str:
+    """``host:port`` as gitlab-sync stores peers."""
+    host, _, port = address.rpartition(":") if address.count(":") == 1 else (address, "", "")
+    return f"{host}:{port}" if port else f"{address}:{default_port}"
+
+
+def pair(
+    settings: Settings,
+    progress: Progress,
+    timeout: float = 600.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PairResult:
+    """Pair master and slave and wait for the first complete pass (at most ``timeout`` s)."""
+    topo = topology.resolve(settings, topology.read_aws(settings))
+    result = PairResult(topo)
+    progress(f"master {topo.master.host}, slave {topo.slave.host}, epoch {topo.epoch}")
+    with (
+        Engine.open(topo.slave.host, topo.slave.settings) as slave,
+        Engine.open(topo.master.host, topo.master.settings) as master,
+    ):
+        progress("slave: deploying the stack (gitlab-rsync up, gitlab created, not started)")
+        slave.up([sidecar.SERVICE])
+        slave.create([sidecar.GITLAB])
+        progress("master: deploying the stack (gitlab-rsync up)")
+        master.up([sidecar.SERVICE])
+        master_key = sidecar.run_json(master, "key")["client"]
+        slave_key = sidecar.run_json(slave, "key")["host"]
+
+        master_peer = _peer(topo.master.host.address, topo.master.settings.sync_port)
+        if _needs_pairing(
+            sidecar.run_json(slave, "ls"), "slave", master_peer, master_key, topo.epoch
+        ):
+            sidecar.run(
+                slave,
+                "add",
+                master_peer,
+                "--role",
+                "slave",
+                "--peer-key",
+                master_key,
+                "--epoch",
+                str(topo.epoch),
+            )
+            result.changed.append("slave: accepts the master's key")
+        slave_peer = _peer(topo.sync_address, topo.slave.settings.sync_port)
+        current = sidecar.run_json(master, "ls")
+        if _needs_pairing(current, "master", slave_peer, slave_key, topo.epoch):
+            sidecar.run(
+                master,
+                "add",
+                slave_peer,
+                "--role",
+                "master",
+                "--peer-key",
+                slave_key,
+                "--epoch",
+                str(topo.epoch),
+            )
+            result.changed.append(f"master: sends to {slave_peer}, pinning the slave's host key")
+            current = sidecar.run_json(master, "ls")
+        if not any(s.service == sidecar.GITLAB and s.state == "running" for s in master.ps()):
+            master.up([sidecar.GITLAB])
+            result.changed.append("master: GitLab started")
+        # The first snapshot must be of a GitLab that has made its data (secrets, database).
+        progress("master: waiting for GitLab's health check")
+        sidecar.wait_gitlab_healthy(master, timeout, clock, sleep)
+        if not current or not current.get("running"):
+            sidecar.run(master, "start")
+            result.changed.append("master: sync started")
+        for line in result.changed:
+            progress(line)
+        if not result.changed:
+            progress("nothing to change: already paired")
+        result.master_status = _wait_first_pass(master, progress, timeout, clock, sleep)
+        result.slave_status = sidecar.run_json(slave, "status")
+    return result
+
+
+def _wait_first_pass(
+    master: Engine,
+    progress: Progress,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    deadline = clock() + timeout
+    shown = ""
+    while True:
+        status: dict[str, Any] = sidecar.run_json(master, "status")
+        if status.get("last_complete"):
+            last = status["last_complete"]
+            progress(
+                f"complete pass {last['snapshot']}: {last['files']} files, "
+                f"{last['bytes']} bytes in {last['duration_s']} s"
+            )
+            return status
+        now = status.get("in_progress")
+        line = (
+            f"first pass in progress since {now['started_at']}"
+            if now
+            else "waiting for the first pass"
+        )
+        if status.get("last_error"):
+            line += f" (last error: {status['last_error']['message']})"
+        if line != shown:
+            progress(line)
+            shown = line
+        if clock() >= deadline:
+            raise SidecarError(f"no complete pass after {timeout:g} s: {line}")
+        sleep(1.0)

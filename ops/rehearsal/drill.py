@@ -1,0 +1,303 @@
+"""``inv drill``: the whole disaster-recovery rehearsal, in the local sandbox.
+
+The sandbox comes up (moto for AWS, two sshd "instances", the stand-in GitLab, the Elastic IP's
+forwarder), the pair is made with ``inv pair``'s code, a realistic load writes commits, rows and
+uploads through the public address, and at a random moment the master dies: its containers are
+SIGKILLed, its host stops answering, AWS says the instance is stopped. ``inv promote-slave``'s
+code promotes the slave. Then, through the public address: every project clones, every write
+acknowledged before the snapshot's pass began is there, every repository passes fsck. The old
+master comes back with its sidecar running, and nothing it does reaches the new master. It is
+taken back as the new slave (``inv rebuild-slave --reuse``), and the new pair syncs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+
+from ops import settings as settings_mod
+from ops.aws import client as aws
+from ops.aws import inventory
+from ops.dr import pair, promote, rebuild, sidecar, topology
+from ops.errors import OpsError
+from ops.hosts.engine import Engine
+from ops.progress import Progress
+from ops.rehearsal import load, sandbox
+from ops.rehearsal import standin as gl
+from ops.rehearsal.verify import Check
+from ops.settings import Settings
+
+T = TypeVar("T")
+
+
+class DrillError(OpsError):
+    """The rehearsal could not go on."""
+
+
+@dataclass
+class DrillReport:
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    verifications: list[Check] = field(default_factory=list)
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    promotion: dict[str, Any] = field(default_factory=dict)
+    written: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.verifications) and all(v.ok for v in self.verifications)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rto_seconds": self.rto_seconds,
+            "rpo_seconds": self.rpo_seconds,
+            "steps": [{"name": n, "seconds": round(s, 3)} for n, s in self.steps],
+            "verifications": [
+                {**asdict(v), "result": "pass" if v.ok else "fail"} for v in self.verifications
+            ],
+            "written": self.written,
+            "promotion": self.promotion,
+        }
+
+    def lines(self) -> list[str]:
+        rto = f"{self.rto_seconds:.1f} s" if self.rto_seconds is not None else "-"
+        rpo = f"{self.rpo_seconds:.1f} s" if self.rpo_seconds is not None else "-"
+        out = [f"drill {'PASSED' if self.ok else 'FAILED'}: RTO {rto}, RPO {rpo}", "steps:"]
+        out += [f"  {name:34} {seconds:8.2f} s" for name, seconds in self.steps]
+        promo = self.promotion.get("steps", [])
+        if promo:
+            out.append("promotion steps:")
+            out += [f"  {s['name']:34} {s['seconds']:8.2f} s" for s in promo]
+        out.append("verifications:")
+        out += [
+            f"  {'pass' if v.ok else 'FAIL'} {v.name:30} {v.detail}" for v in self.verifications
+        ]
+        out.append("written: " + ", ".join(f"{k} {v}" for k, v in self.written.items()))
+        return out
+
+
+class Drill:
+    def __init__(self, directory: Path, progress: Progress, load_seconds: float, seed: int | None):
+        self.directory, self.progress = directory, progress
+        self.load_seconds = load_seconds
+        self.random = random.Random(seed)  # noqa: S311 - when to kill, not a secret
+        self.report = DrillReport()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.progress(f"== {name}")
+        started = time.monotonic()
+        yield
+        self.report.steps.append((name, time.monotonic() - started))
+
+    def timed(self, name: str, work: Callable[[], T]) -> T:
+        with self.step(name):
+            return work()
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.report.verifications.append(Check(name, ok, detail))
+        self.progress(f"{'pass' if ok else 'FAIL'} {name}: {detail}")
+
+    def settings(self) -> Settings:
+        layout = sandbox.Layout(self.directory.resolve())
+        return settings_mod.load({}, env_file=layout.env_file)
+
+    def side(self, settings: Settings, instance_id: str, role: inventory.Role) -> topology.Side:
+        state = inventory.describe_pair(settings, aws.ec2_client(settings))
+        host = next(h for h in state.hosts if h.instance_id == instance_id)
+        return topology.instance_side(role, settings, host.instance_id, host.public_ip)
+
+    def run(self) -> DrillReport:
+        state = self.timed("sandbox up", lambda: sandbox.up(self.directory, self.progress))
+        settings = self.settings()
+        url = state.gitlab_url
+        self.timed("pair", lambda: pair.pair(settings, self.progress, timeout=300))
+        self.timed("GitLab ready through the Elastic IP", lambda: gl.wait_ready(url, 300))
+        ec2 = aws.ec2_client(settings)
+        pair_state = inventory.describe_pair(settings, ec2)
+        if pair_state.master is None or pair_state.slave is None:
+            raise DrillError("after inv pair, AWS should hold one master and one slave")
+        old_master, old_slave = pair_state.master.instance_id, pair_state.slave.instance_id
+        master_side = self.side(settings, old_master, "master")
+
+        with Engine.open(master_side.host, master_side.settings) as engine:
+            writer = load.Load(url, lambda: engine.container(sidecar.GITLAB))
+            self.timed("load: set-up", writer.setup)
+            with self.step("load until the master dies"):
+                writer.start()
+                time.sleep(self.load_seconds * self.random.uniform(0.4, 1.0))
+                self.kill_master(settings, old_master)
+                written = writer.stop()
+        self.report.written = {
+            "commits": len(written.commits),
+            "rows": len(written.rows),
+            "uploads": len(written.uploads),
+            "failed": len(written.errors),
+        }
+
+        with self.step("promote-slave"):
+            result, _plan = promote.promote(settings, promote.Flags(), self.progress)
+        if result is None:
+            raise DrillError("promotion returned no report")
+        self.report.promotion = result.to_dict()
+        self.report.rto_seconds, self.report.rpo_seconds = result.rto_seconds, result.rpo_seconds
+        snapshot_started = next(
+            (
+                d.get("snapshot_started_at")
+                for n, _s, d in result.steps
+                if n == "start-slave-gitlab"
+            ),
+            None,
+        )
+        before = promote._parse(snapshot_started) or dt.datetime.now(dt.UTC)
+
+        new_master = self.side(settings, old_slave, "master")
+        with (
+            self.step("verify through the Elastic IP"),
+            Engine.open(new_master.host, new_master.settings) as engine,
+        ):
+            for found in load.verify(url, engine.container(sidecar.GITLAB), written, before):
+                self.check(found.name, found.ok, found.detail)
+            lost = sum(1 for _p, _s, at in written.commits if at >= before)
+            self.progress(
+                f"{lost} commits acknowledged after the snapshot's pass began "
+                "(the RPO window) may be missing"
+            )
+
+        with self.step("revive the old master"):
+            self.revive(settings, old_master)
+        with self.step("check the old master reaches nothing"):
+            self.check_fenced(settings, old_master, old_slave)
+
+        with self.step("rebuild-slave --reuse the old master"):
+            rebuild.rebuild_slave(settings, self.progress, reuse=old_master, timeout=300)
+        with self.step("check the new pair syncs"):
+            self.check_new_pair(settings, url, old_slave, old_master)
+        return self.report
+
+    def kill_master(self, settings: Settings, instance_id: str) -> None:
+        """SIGKILL the master's containers, silence its host, and tell AWS it stopped."""
+        side = self.side(settings, instance_id, "master")
+        client = docker.from_env()
+        project = side.settings.project_name
+        for container in client.containers.list(
+            filters={"label": f"com.docker.compose.project={project}"}
+        ):
+            container.kill(signal="SIGKILL")
+        layout = sandbox.Layout(self.directory.resolve())
+        name = self.instance_name(instance_id)
+        client.containers.get(layout.container(name)).pause()
+        aws.ec2_client(settings).stop_instances(InstanceIds=[instance_id])
+        self.progress(f"master {instance_id} killed: containers SIGKILLed, host silent, stopped")
+
+    def instance_name(self, instance_id: str) -> str:
+        layout = sandbox.Layout(self.directory.resolve())
+        record = sandbox.State.load(layout)
+        if record is None:
+            raise DrillError(f"no sandbox in {layout.root}")
+        return str(next(i["name"] for i in record.instances if i["instance_id"] == instance_id))
+
+    def revive(self, settings: Settings, instance_id: str) -> None:
+        """The old master's host comes back, as after a reboot: engine, sidecar, GitLab."""
+        aws.ec2_client(settings).start_instances(InstanceIds=[instance_id])
+        layout = sandbox.Layout(self.directory.resolve())
+        client = docker.from_env()
+        client.containers.get(layout.container(self.instance_name(instance_id))).unpause()
+        side = self.side(settings, instance_id, "master")
+        for container in client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={side.settings.project_name}"}
+        ):
+            container.start()
+        self.progress(f"old master {instance_id} is back, its sidecar running")
+
+    def check_fenced(self, settings: Settings, old_master: str, new_master: str) -> None:
+        """The old master tries to send (its sidecar resumes); zero bytes reach the new master."""
+        new = self.side(settings, new_master, "master")
+        old = self.side(settings, old_master, "master")
+        with Engine.open(new.host, new.settings) as engine:
+            before = sidecar.run(engine, "manifest", "/sync", "--digest").strip()
+        with Engine.open(old.host, old.settings) as engine:
+            deadline = time.monotonic() + 60
+            status: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                status = sidecar.run_json(engine, "status")
+                error = str((status.get("last_pass") or {}).get("error") or "")
+                if "the slave at" in error:  # it got as far as sending, and was turned away
+                    break
+                time.sleep(1)
+            attempt = status.get("last_pass") or {}
+        error = str(attempt.get("error") or "")
+        self.check(
+            "old master's sending refused",
+            "the slave at" in error,
+            error or str(attempt.get("outcome") or "no attempt seen"),
+        )
+        with Engine.open(new.host, new.settings) as engine:
+            after = sidecar.run(engine, "manifest", "/sync", "--digest").strip()
+        self.check(
+            "zero bytes reach the new master",
+            before == after,
+            "the new master's sync area is unchanged"
+            if before == after
+            else "the new master's sync area changed",
+        )
+        state = inventory.describe_pair(settings, aws.ec2_client(settings))
+        fenced = [h for h in state.with_role(inventory.FENCED) if h.instance_id == old_master]
+        self.check(
+            "inv status shows it fenced",
+            bool(fenced),
+            f"{old_master} tagged Role={inventory.FENCED}" if fenced else "not tagged fenced",
+        )
+
+    def check_new_pair(self, settings: Settings, url: str, master: str, slave: str) -> None:
+        pushed_at = dt.datetime.now(dt.UTC)
+        sha = gl.push_commit(
+            url,
+            "drill/after-rebuild",
+            Path(self.directory) / "after-rebuild",
+            files={"after.txt": b"the new pair syncs\n"},
+        )
+        side = self.side(settings, slave, "slave")
+        with Engine.open(side.host, side.settings) as engine:
+            deadline = time.monotonic() + 120
+            started = None
+            while time.monotonic() < deadline:
+                last = sidecar.run_json(engine, "status").get("last_complete") or {}
+                started = promote._parse(last.get("started_at"))
+                if started and started > pushed_at:
+                    break
+                time.sleep(1)
+        ok = started is not None and started > pushed_at
+        self.check(
+            "the new pair syncs",
+            ok,
+            f"commit {sha[:10]} pushed to the new master is in a snapshot started "
+            f"{promote._iso(started)}"
+            if ok
+            else "no complete pass after the push",
+        )
+
+
+def drill(
+    directory: Path,
+    progress: Progress,
+    load_seconds: float = 20.0,
+    seed: int | None = None,
+    keep: bool = False,
+) -> DrillReport:
+    """Run the rehearsal; the sandbox is removed at the end unless ``keep``."""
+    runner = Drill(directory, progress, load_seconds, seed)
+    try:
+        return runner.run()
+    finally:
+        if not keep:
+            sandbox.down(directory, lambda _line: None)

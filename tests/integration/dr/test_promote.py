@@ -1,0 +1,120 @@
+"""inv promote-slave and inv rebuild-slave for real, in the sandbox (moto, sshd hosts, stand-in).
+
+The tasks run as commands with ENV_FILE pointing at the sandbox's settings, as an operator
+would run them at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops import settings as settings_mod
+from ops.aws import client as aws
+from ops.aws import inventory
+from ops.aws.inventory import FENCED
+from ops.dr.promote import KILL_AFTER, STEPS
+from ops.rehearsal import sandbox
+from tests.integration.tasks_cli import inv
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A sandbox, paired, with its first pass done; removed at the end."""
+    folder = tmp_path_factory.mktemp("sandbox")
+    sandbox.up(folder, lambda _line: None)
+    env_file = sandbox.Layout(folder.resolve()).env_file
+    try:
+        done = inv("pair", env_file=env_file)
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield env_file
+    finally:
+        sandbox.down(folder, lambda _line: None)
+
+
+def _pair_state(env_file: Path) -> inventory.PairState:
+    settings = settings_mod.load({}, env_file=env_file)
+    return inventory.describe_pair(settings, aws.ec2_client(settings))
+
+
+def _refused(env_file: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    before = _pair_state(env_file)
+    done = inv("promote-slave", "--yes", *args, env_file=env_file, extra_env=env, timeout=300)
+    assert done.returncode == 3, done.stdout + done.stderr
+    after = _pair_state(env_file)
+    assert [(h.instance_id, h.role, h.security_groups) for h in after.hosts] == [
+        (h.instance_id, h.role, h.security_groups) for h in before.hosts
+    ]
+    assert after.eip_holder == before.eip_holder
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("refused: "), done.stderr
+    return lines[0]
+
+
+def test_promote_refuses_a_stale_snapshot_and_changes_nothing(paired: Path) -> None:
+    # A snapshot "older than STALE_AFTER": with STALE_AFTER=0s every snapshot is.
+    line = _refused(paired, env={"STALE_AFTER": "0s"})
+    assert "s old (STALE_AFTER is 0 s); pass --accept-data-loss to go on" in line
+
+
+def test_promote_refuses_different_images_and_changes_nothing(paired: Path) -> None:
+    line = _refused(paired, env={"GITLAB_IMAGE": "gitlab/gitlab-ce:17.7.0-ce.0"})
+    assert "the GitLab images differ" in line and "--allow-image-mismatch" in line
+
+
+def test_promote_dry_run_prints_the_plan_and_changes_nothing(paired: Path) -> None:
+    before = _pair_state(paired)
+    done = inv("promote-slave", "--dry-run", env_file=paired)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in STEPS:
+        assert step in done.stdout
+    assert "dry run: nothing was changed" in done.stdout
+    assert _pair_state(paired).eip_holder == before.eip_holder == "master"
+
+
+def test_promote_without_a_terminal_or_yes_refuses(paired: Path) -> None:
+    done = inv("promote-slave", env_file=paired)
+    assert done.returncode == 3
+    assert "pass --yes" in done.stderr
+
+
+def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: Path) -> None:
+    """Each run is SIGKILLed as soon as one more step is recorded; the next run resumes."""
+    for step in STEPS[:-1]:
+        killed = inv("promote-slave", "--yes", env_file=paired, extra_env={KILL_AFTER: step})
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+        assert f"promote: {step} done" in killed.stdout, killed.stdout
+        for earlier in STEPS[: STEPS.index(step)]:
+            assert f"promote: {earlier} ..." not in killed.stdout, f"{earlier} was done twice"
+    final = inv("promote-slave", "--yes", "--json", env_file=paired)
+    assert final.returncode == 0, final.stdout + final.stderr
+    report = json.loads(final.stdout)  # progress went to stderr: stdout is the JSON alone
+    assert report["done"] and report["to_epoch"] == 2
+    assert [s["name"] for s in report["steps"]] == list(STEPS)
+    assert report["rto_seconds"] is not None
+
+    state = _pair_state(paired)
+    assert state.master is not None and state.master.instance_id == report["new_master"]
+    assert state.eip_holder == "master" and state.epoch == 2
+    (fenced,) = state.with_role(FENCED)
+    assert "gitlab-open" not in fenced.security_groups
+
+    again = inv("promote-slave", "--yes", env_file=paired)
+    assert again.returncode == 0
+    assert "already promoted" in again.stdout and "nothing to do" in again.stdout
+
+    rebuilt = inv("rebuild-slave", "--reuse", fenced.instance_id, env_file=paired)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    green = inv("status", "--json", env_file=paired)
+    assert green.returncode == 0, green.stdout + green.stderr
+    assert json.loads(green.stdout)["ok"] is True
+
+    second = inv("promote-slave", "--yes", "--planned", env_file=paired)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout

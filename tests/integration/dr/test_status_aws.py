@@ -1,0 +1,56 @@
+"""inv status with AWS (a moto server): instances, groups, the Elastic IP, and dead hosts."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops.aws.launch import launch
+from ops.dr import status
+from tests.integration.aws.test_launch import REGION, settings_for
+from tests.integration.moto_server import MotoServer, moto, moto_server
+
+pytestmark = pytest.mark.integration
+__all__ = ["moto", "moto_server"]  # fixtures
+
+
+def test_status_reads_aws_and_reports_unreachable_hosts_as_failed_checks(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    ec2 = moto.ec2(REGION)
+    ami = ec2.register_image(Name="gitlab-dr-test", RootDeviceName="/dev/xvda")["ImageId"]
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "known_hosts").write_text("")
+    settings = dataclasses.replace(
+        settings_for(moto, AMI_ID=ami),
+        master_host="127.0.0.1:1",  # nothing listens on ports 1 and 2: both hosts are down
+        slave_host="127.0.0.1:2",
+        ssh_key_file=str(key),
+        ssh_known_hosts=str(tmp_path / "known_hosts"),
+        ssh_connect_timeout=2.0,
+    )
+    launch(settings)
+
+    started = dt.datetime.now(dt.UTC)
+    report = status.collect(settings)
+    took = (dt.datetime.now(dt.UTC) - started).total_seconds()
+
+    assert report.aws is not None
+    roles = {h["role"]: h for h in report.aws["hosts"]}
+    assert set(roles) == {"master", "slave"}
+    assert "gitlab-open" in roles["master"]["security_groups"]
+    assert "gitlab-slave" in roles["slave"]["security_groups"]
+    assert report.aws["eip_holder"] == "master"
+    found = {c.name: c for c in report.checks}
+    assert found["elastic ip"].ok and found["aws master instance"].ok
+    assert not found["master host"].ok and "unreachable" in found["master host"].detail
+    assert not found["slave host"].ok
+    assert not report.ok
+    assert took < 30, f"status took {took:.0f} s with both hosts down"
+    text = "\n".join(status.render(report))
+    assert "FAIL master host" in text and "elastic ip: master" in text

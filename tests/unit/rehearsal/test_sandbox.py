@@ -1,0 +1,71 @@
+"""The sandbox's settings and names, without starting anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ops import settings as settings_mod
+from ops.dr.topology import resolve
+from ops.errors import SandboxError
+from ops.rehearsal.sandbox import STACK_PORTS, Instance, Layout, render_env, sandbox_values
+from tests.unit.pairs import A, B, pair
+
+
+def _instances() -> tuple[Instance, ...]:
+    return (
+        Instance("a", A, 32001, tuple((k, 41000 + i) for i, k in enumerate(STACK_PORTS))),
+        Instance("b", B, 32002, tuple((k, 42000 + i) for i, k in enumerate(STACK_PORTS))),
+    )
+
+
+def _values(layout: Layout) -> dict[str, str]:
+    return sandbox_values(
+        layout,
+        moto_url="http://127.0.0.1:5000",
+        base_image="gitlab-dr/debian:bookworm",
+        gitlab_image="gitlab-dr/gitlab-standin:local",
+        sync_address_host="172.17.0.1",
+        ami_id="ami-0123456789abcdef0",
+        instances=_instances(),
+    )
+
+
+def test_the_sandbox_file_is_valid_settings_keyed_by_instance(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "sb")
+    env = tmp_path / "sandbox.env"
+    env.write_text(render_env(_values(layout), "written by a test\nsecond line"))
+    loaded = settings_mod.load({}, env_file=env)
+    assert loaded.use_aws
+    assert loaded.aws_endpoint_url == "http://127.0.0.1:5000"
+    assert loaded.aws_shared_credentials_file == str(layout.credentials)
+    assert loaded.instance_address(A) == "127.0.0.1:32001"
+    a = loaded.for_instance(A)
+    assert a.project_name == layout.stack("a")
+    assert a.gitlab_home == str(layout.home("a") / "gitlab")
+    assert (a.gitlab_http_port, a.sync_port) == (41000, 41004)
+    # After a promotion (roles swapped in AWS), b is the master, reached and set up as b.
+    topo = resolve(loaded, pair(master=B, slave=A))
+    assert (topo.master.host.port, topo.master.settings.project_name) == (32002, layout.stack("b"))
+    assert topo.sync_address == "172.17.0.1:41004"
+    assert env.read_text().startswith("# written by a test\n# second line\nPROJECT_NAME='")
+
+
+def test_every_sandbox_value_is_a_setting(tmp_path: Path) -> None:
+    names = {spec.name for spec in settings_mod.SPECS}
+    assert set(_values(Layout(tmp_path))) <= names
+
+
+def test_two_folders_make_two_sandboxes_that_do_not_share_names(tmp_path: Path) -> None:
+    one, two = Layout(tmp_path / "one"), Layout(tmp_path / "two")
+    assert one.project != two.project
+    assert {one.stack("a"), one.stack("b"), one.container("a")}.isdisjoint(
+        {two.stack("a"), two.stack("b"), two.container("a")}
+    )
+    assert Layout(tmp_path / "one").stack("a") == one.stack("a")
+
+
+def test_a_value_that_cannot_be_quoted_is_refused() -> None:
+    with pytest.raises(SandboxError, match="cannot write"):
+        render_env({"GITLAB_HOME": "/srv/it's"})
