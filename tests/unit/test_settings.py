@@ -17,7 +17,8 @@ def test_defaults_load_without_any_file(tmp_path: Path) -> None:
     loaded = settings.load({}, env_file=tmp_path / "none")
     assert loaded.gitlab_image.startswith("gitlab/gitlab-ce:")
     assert loaded.sync_interval == 300
-    assert loaded.client_cidrs == ("10.0.0.0/8",)
+    assert loaded.client_cidrs == ()
+    assert loaded.admin_cidr == ""
 
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
@@ -66,8 +67,33 @@ def test_a_malformed_setting_is_one_line_naming_it(
 
 def test_an_empty_required_setting_is_named_when_needed(tmp_path: Path) -> None:
     loaded = settings.load({}, env_file=tmp_path / "none")
-    with pytest.raises(SettingError, match="AMI_ID is not set"):
+    with pytest.raises(SettingError, match=r"^AMI_ID is not set \(AMI built by inv build-ami\)$"):
         loaded.require("AMI_ID")
+
+
+def test_every_missing_required_setting_is_named_in_one_line(tmp_path: Path) -> None:
+    loaded = settings.load({"ADMIN_CIDR": "203.0.113.0/24"}, env_file=tmp_path / "none")
+    loaded.require_all("ADMIN_CIDR")  # set: nothing said
+    with pytest.raises(SettingError) as error:
+        settings.load({}, env_file=tmp_path / "none").require_all(
+            "ADMIN_CIDR", "CLIENT_CIDRS", why="inv launch opens the groups to them"
+        )
+    said = str(error.value)
+    assert said.startswith(
+        "ADMIN_CIDR and CLIENT_CIDRS are not set (inv launch opens the groups to them) "
+        "(ADMIN_CIDR: The operator's network"
+    )
+    assert "; CLIENT_CIDRS: Who may reach GitLab" in said
+    assert "\n" not in said
+
+
+def test_settings_are_declared_once_and_the_stack_gets_its_own() -> None:
+    names = [spec.name for spec in settings.SPECS]
+    assert names == [f.upper() for f in settings.Settings.__dataclass_fields__]
+    assert len(names) == len(set(names))
+    compose = {spec.name for spec in settings.SPECS if spec.compose}
+    assert {"GITLAB_IMAGE", "SYNC_PORT", "SNAPSHOT_KEEP"} <= compose
+    assert not compose & {"AWS_REGION", "ADMIN_CIDR", "SSH_KEY_FILE"}
 
 
 def test_env_example_documents_every_setting_and_loads() -> None:
