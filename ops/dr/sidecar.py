@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from gitlab_sync.status import SidecarStatus
-from ops.errors import OpsError, SidecarError
-from ops.hosts.engine import Engine
+from gitlab_sync.waits import wait_until
+from ops.errors import HostError, SidecarError
+from ops.hosts.engine import ContainerNotRunning, Engine
 
 SERVICE = "gitlab-rsync"
 GITLAB = "gitlab"
@@ -58,19 +59,34 @@ def wait_gitlab_healthy(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> float:
-    """Run GitLab's own health check (the Compose one) every half second until it passes.
+    """Run GitLab's own health check (the Compose one) every half second until it passes; the
+    seconds it took.
 
     Docker's health status would only say so after the check's interval (30 s); polling the
-    same command gives the moment GitLab is really up.
+    same command gives the moment GitLab is really up. Only a GitLab on its way up is waited
+    for (its container not running yet, or the check failing); anything else (no container,
+    an unreachable host) fails at once with its own sentence.
     """
     start = clock()
-    while True:
+
+    def healthy() -> bool:
         try:
-            if engine.exec(GITLAB, list(HEALTHCHECK), timeout=15).exit_code == 0:
-                return clock() - start
-        except OpsError:
-            pass  # the container may still be starting
-        if clock() - start >= timeout:
-            state = engine.state(GITLAB)
-            raise OpsError(f"{engine.host}: GitLab not healthy after {timeout:g} s ({state.state})")
-        sleep(0.5)
+            result = engine.exec(GITLAB, list(HEALTHCHECK), timeout=15)
+        except ContainerNotRunning:
+            return False  # created or restarting: still starting
+        return result.exit_code == 0
+
+    def not_healthy(_: str) -> HostError:
+        state = engine.state(GITLAB).state
+        return HostError(f"{engine.host}: GitLab not healthy after {timeout:g} s ({state})")
+
+    wait_until(
+        healthy,
+        timeout=timeout,
+        what="GitLab's health check",
+        interval=0.5,
+        error=not_healthy,
+        clock=clock,
+        sleep=sleep,
+    )
+    return clock() - start

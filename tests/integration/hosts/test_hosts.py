@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ops.errors import HostError, SettingError
-from ops.hosts.engine import Engine, Host, compose, connect, preflight, render_config
+from ops.hosts.compose import compose, render_config
+from ops.hosts.engine import ContainerNotRunning, Engine
+from ops.hosts.relay import connect
+from ops.hosts.ssh import Host, preflight
 from ops.settings import Settings
 
 if TYPE_CHECKING:  # the module is loaded as a plugin below, so pytest can rewrite its asserts
@@ -200,11 +203,18 @@ def test_exec_moves_megabytes_both_ways(deployed: Engine) -> None:
     assert result.stdout == data
 
 
+def test_exec_in_a_container_not_started_says_it_is_not_running(deployed: Engine) -> None:
+    with pytest.raises(ContainerNotRunning, match=r"exec true in idle failed: .*is not running"):
+        deployed.exec("idle", ["true"])
+
+
 def test_exec_past_its_timeout_is_a_one_line_error(deployed: Engine) -> None:
     started = time.monotonic()
     with pytest.raises(HostError, match=r"exec sleep in app still running after 1s"):
-        deployed.exec("app", ["sleep", "30"], timeout=1)
-    assert time.monotonic() - started < 5
+        deployed.exec("app", ["sleep", "60"], timeout=1)
+    # The deadline was honoured: far sooner than the command's own 60 s, with room for a
+    # loaded machine's slow exec set-up and teardown.
+    assert time.monotonic() - started < 30
 
 
 # --- two hosts ---------------------------------------------------------------------------------

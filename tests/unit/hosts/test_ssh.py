@@ -1,47 +1,28 @@
-"""ops.hosts without a network: the ssh command line, hosts from settings, how failures read."""
+"""ops.hosts.ssh without a network: the ssh command line, hosts from settings, how failures read."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
-from ops import settings as settings_mod
 from ops.errors import HostError, OpsError, SettingError
-from ops.hosts.engine import (
+from ops.hosts.ssh import (
     DIAL_STDIO,
     SSH_SILENT,
-    Engine,
     Host,
-    ServiceState,
-    _api_version,
-    _control_dir,
-    _docker_failure,
-    _ssh_failure,
-    compose_project,
+    control_dir,
+    docker_failure,
     host_for,
+    ping_api_version,
     ssh_argv,
+    ssh_failure,
     ssh_options,
 )
 from ops.settings import Settings
-from tests.fakes import FakeClock
-
-HOST = Host("master", "10.0.0.5", 2201, "admin")
-
-
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
-    (tmp_path / "run").mkdir()
-    return dataclasses.replace(
-        settings_mod.load(environ={}, env_file=Path(os.devnull)),
-        ssh_key_file="/keys/operator key",
-        ssh_known_hosts="/keys/known_hosts",
-        ssh_connect_timeout=7.5,
-    )
 
 
 def options_of(argv: list[str]) -> dict[str, str]:
@@ -84,11 +65,11 @@ def test_a_shared_connection_directory_open_to_others_is_refused(
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     with pytest.raises(OpsError, match="mode 0700"):
-        _control_dir()
+        control_dir()
 
 
-def test_ssh_argv_ends_with_the_fixed_remote_command(settings: Settings) -> None:
-    argv = ssh_argv(HOST, settings, DIAL_STDIO)
+def test_ssh_argv_ends_with_the_fixed_remote_command(settings: Settings, host: Host) -> None:
+    argv = ssh_argv(host, settings, DIAL_STDIO)
     assert argv[0].endswith("/ssh")
     assert argv[-10:] == [
         "-T", "-l", "admin", "-p", "2201", "--", "10.0.0.5", "docker", "system", "dial-stdio",
@@ -133,6 +114,10 @@ def test_an_address_ssh_would_misread_is_refused(address: str) -> None:
             "user admin",
         ),
         (
+            'Load key "/keys/operator key": invalid format\r\n',
+            'SSH key unusable: SSH_KEY_FILE (/keys/operator key): Load key "/keys/operator key"',
+        ),
+        (
             "ssh: connect to host 10.0.0.5 port 2201: Connection refused\r\n",
             "unreachable: connection refused",
         ),
@@ -155,9 +140,9 @@ def test_an_address_ssh_would_misread_is_refused(address: str) -> None:
     ],
 )
 def test_each_ssh_failure_reads_as_one_sentence(
-    settings: Settings, stderr: str, expected: str
+    settings: Settings, host: Host, stderr: str, expected: str
 ) -> None:
-    message = _ssh_failure(stderr, HOST, settings)
+    message = ssh_failure(stderr, host, settings)
     assert expected in message
     assert "\n" not in message
 
@@ -188,69 +173,39 @@ def test_each_ssh_failure_reads_as_one_sentence(
         ("docker: 'system dial-stdio' is not a docker command.\n", 1, "(Docker 18.09+)"),
     ],
 )
-def test_each_docker_failure_reads_as_one_sentence(stderr: str, status: int, expected: str) -> None:
-    message = _docker_failure(stderr, status, HOST)
+def test_each_docker_failure_reads_as_one_sentence(
+    host: Host, stderr: str, status: int, expected: str
+) -> None:
+    message = docker_failure(stderr, status, host)
     assert expected in message
     assert "\n" not in message
 
 
-def test_the_api_version_comes_from_the_ping_answer() -> None:
+def test_the_api_version_comes_from_the_ping_answer(host: Host) -> None:
     answer = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOK"
-    assert _api_version(answer, HOST) == "1.41"
+    assert ping_api_version(answer, host) == "1.41"
     with pytest.raises(HostError, match=r"^master \(admin@10.0.0.5:2201\): .*500"):
-        _api_version(b"HTTP/1.1 500 Internal Server Error\r\n\r\n", HOST)
+        ping_api_version(b"HTTP/1.1 500 Internal Server Error\r\n\r\n", host)
 
 
-def test_the_project_label_is_the_name_compose_makes_of_project_name(settings: Settings) -> None:
-    assert compose_project(dataclasses.replace(settings, project_name="GitLab DR.2")) == "gitlabdr2"
-    with pytest.raises(SettingError):
-        compose_project(dataclasses.replace(settings, project_name="!!"))
+def test_a_bastion_carries_the_hop_with_the_same_key_and_known_hosts(settings: Settings) -> None:
+    plain = ssh_options(settings)
+    assert not any(word.startswith("ProxyCommand=") for word in plain)
+    through = ssh_options(dataclasses.replace(settings, ssh_bastion="ops@bastion.example:2200"))
+    (proxy,) = [word for word in through if word.startswith("ProxyCommand=")]
+    jump = shlex.split(proxy.removeprefix("ProxyCommand="))
+    assert jump[-8:] == ["-W", "%h:%p", "-l", "ops", "-p", "2200", "--", "bastion.example"]
+    # The hop to the bastion is as strict as the hop it carries: same key, same known hosts.
+    for option in ("BatchMode=yes", "StrictHostKeyChecking=yes", "IdentitiesOnly=yes"):
+        assert option in jump
+    assert any(word.startswith("IdentityFile=") for word in jump)
+    # A connection made through the bastion is never shared with a direct one.
+    control = [w for w in through if w.startswith("ControlPath=")]
+    assert control != [w for w in plain if w.startswith("ControlPath=")]
 
 
-class ScriptedEngine(Engine):
-    """An Engine whose service states come from a script instead of a host."""
-
-    def __init__(self, settings: Settings, healths: list[str | None]) -> None:
-        super().__init__(HOST, settings, client=cast(Any, None))
-        self.healths = healths
-
-    def state(self, service: str) -> ServiceState:
-        health = self.healths.pop(0) if len(self.healths) > 1 else self.healths[0]
-        return ServiceState(service, f"x_{service}_1", "id", "running", health, "image")
-
-
-def test_wait_healthy_polls_until_healthy(settings: Settings) -> None:
-    clock = FakeClock()
-    engine = ScriptedEngine(settings, ["starting", "starting", "healthy"])
-    state = engine.wait_healthy("app", timeout=10, interval=2, clock=clock, sleep=clock.sleep)
-    assert state.health == "healthy"
-    assert clock.now == 4
-
-
-def test_wait_healthy_gives_up_at_its_deadline_saying_the_last_state(settings: Settings) -> None:
-    clock = FakeClock()
-    engine = ScriptedEngine(settings, ["starting"])
-    with pytest.raises(HostError, match=r"app not healthy after 5s \(running, starting\)$"):
-        engine.wait_healthy("app", timeout=5, interval=1, clock=clock, sleep=clock.sleep)
-    assert clock.now == 5
-
-
-def test_promotions_health_check_is_the_compose_files_own() -> None:
-    """ops.sidecar polls GitLab with the Compose stack's health check: the same command, only
-    a shorter --max-time, so a change to one cannot leave the other checking something else."""
-    import json
-    import re
-
-    from ops.dr import sidecar
-    from ops.hosts.engine import STACK_FILE
-
-    match = re.search(r"^\s*test: (\[.*\])\s*$", STACK_FILE.read_text(), re.MULTILINE)
-    assert match, "no healthcheck test in the stack file"
-    compose = json.loads(match.group(1))
-    assert compose[0] == "CMD"
-
-    def without_max_time(argv: list[str]) -> list[str]:
-        at = argv.index("--max-time")
-        return argv[:at] + argv[at + 2 :]
-
-    assert without_max_time(compose[1:]) == without_max_time(list(sidecar.HEALTHCHECK))
+def test_a_bastion_without_a_port_is_reached_on_22(settings: Settings) -> None:
+    through = ssh_options(dataclasses.replace(settings, ssh_bastion="admin@10.0.0.5"))
+    (proxy,) = [word for word in through if word.startswith("ProxyCommand=")]
+    jump = shlex.split(proxy.removeprefix("ProxyCommand="))
+    assert jump[-6:] == ["-l", "admin", "-p", "22", "--", "10.0.0.5"]

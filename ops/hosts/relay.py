@@ -1,0 +1,194 @@
+"""The transport: a local unix socket relayed to a host's Docker engine by ssh.
+
+The Docker SDK's own ``ssh://`` support cannot carry our options. With ``use_ssh_client=True``
+(``docker/transport/sshconn.py``) it runs ``ssh -l USER -p PORT -- HOST docker system
+dial-stdio``, found on ``$PATH`` with a copy of ``os.environ``: no ``-o``, no ``-F``, and
+OpenSSH reads no options from the environment, so the only hooks are ``~/.ssh/config`` (the
+operator's file) or a wrapper named ``ssh`` first on the *process's* PATH (global state). It
+also needs paramiko importable even when it does not use it (Debian's ``docker-compose`` too),
+lets ssh's stderr through to the terminal, never reaps its ssh processes, and hands the SDK a
+fake socket that cannot half-close, so a command's stdin could never be ended.
+
+So each connection is made here, with the same remote command: a :class:`Relay` listens on a
+unix socket in a private temporary directory (mode 0700) and, for every connection to it,
+starts ``ssh <options> -l USER -p PORT -- HOST docker system dial-stdio``
+(:func:`ops.hosts.ssh.ssh_argv`) with that very connection as ssh's stdin and stdout: no byte is
+copied in Python, and half-close, timeouts and HTTP keep-alive are the kernel's. :func:`connect`
+returns a plain ``docker.DockerClient`` on ``unix://<relay>`` (the SDK's best-trodden path), and
+docker-compose gets the same relay as ``DOCKER_HOST``, so both share one transport and one set of
+options. ssh's stderr goes to a temporary file per connection, read when ssh fails, so an error
+names what failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO
+
+import docker
+from docker.constants import DEFAULT_DOCKER_API_VERSION
+from docker.utils import version_lt
+
+from ops.hosts.ssh import DIAL_STDIO, SSH_FAILED, SSH_SILENT, Host, preflight, ssh_argv, ssh_failure
+from ops.settings import Settings
+
+API_TIMEOUT = 60.0
+"""Seconds the SDK waits for an answer to one API call."""
+
+SSH_ERROR_GRACE = 2.0
+"""Seconds a failed call waits for ssh to exit and say why (a loaded machine is slow to)."""
+
+
+class Relay:
+    """A local unix socket whose every connection is handed to a new ssh to the host's engine.
+
+    Each accepted connection becomes the stdin and stdout of ``argv`` (an ssh running
+    ``docker system dial-stdio``). ssh processes are reaped as they end; the stderr of one that
+    failed (status 255) is kept in :attr:`last_ssh_error`. :meth:`close` stops the rest.
+    """
+
+    def __init__(self, argv: Sequence[str], *, poll: float = 0.2) -> None:
+        self.argv = list(argv)
+        self.last_ssh_error: str | None = None
+        self._dir = tempfile.mkdtemp(prefix="gitlab-dr-relay-")  # mode 0700: ours alone
+        self.path = os.path.join(self._dir, "docker.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(16)
+        self._listener.settimeout(poll)
+        self._children: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="gitlab-dr-relay", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        """The Docker URL of the relay: ``unix:///…/docker.sock``."""
+        return f"unix://{self.path}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                self.reap()
+                continue
+            except OSError:
+                break
+            with conn:
+                self._spawn(conn)
+            self.reap()
+
+    def _spawn(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 (kept with the child, closed by reap)
+        try:
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=conn.fileno(),
+                stdout=conn.fileno(),
+                stderr=stderr,
+                start_new_session=True,  # the terminal's ^C reaches us, not each ssh
+            )
+        except OSError as exc:
+            stderr.close()
+            with self._lock:
+                self.last_ssh_error = f"cannot start ssh: {exc}"
+            return
+        with self._lock:
+            self._children.append((proc, stderr))
+
+    def reap(self, grace: float = 0.0) -> None:
+        """Collect the ssh processes that ended; wait up to ``grace`` seconds for a failed one
+        (an API call that just broke may be a step ahead of its ssh's exit)."""
+        deadline = time.monotonic() + grace
+        while True:
+            with self._lock:
+                running = []
+                for proc, stderr in self._children:
+                    if proc.poll() is None:
+                        running.append((proc, stderr))
+                        continue
+                    if proc.returncode == SSH_FAILED:
+                        stderr.seek(0)
+                        text = stderr.read()[-4000:].decode("utf-8", "replace").strip()
+                        self.last_ssh_error = text or SSH_SILENT
+                    stderr.close()
+                self._children = running
+                failed = self.last_ssh_error is not None
+            if failed or time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
+
+    def take_ssh_error(self, grace: float = 0.0) -> str | None:
+        """The stderr of the last ssh that failed since the last call, if any (then forgotten)."""
+        self.reap(grace)
+        with self._lock:
+            error, self.last_ssh_error = self.last_ssh_error, None
+        return error
+
+    def close(self) -> None:
+        """Stop listening, stop every ssh still running and remove the socket."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+        with self._lock:
+            children, self._children = self._children, []
+        for proc, stderr in children:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            stderr.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SSHDockerClient(docker.DockerClient):
+    """A ``docker.DockerClient`` on a host's engine through a :class:`Relay`; closing it stops
+    the relay."""
+
+    def __init__(self, host: Host, relay: Relay, version: str, timeout: float) -> None:
+        super().__init__(base_url=relay.url, version=version, timeout=int(timeout))
+        self.host = host
+        self.relay = relay
+
+    def ssh_error(self, settings: Settings) -> str | None:
+        """Why the relay's last ssh failed, as a sentence (waiting SSH_ERROR_GRACE for it to
+        say); None when no ssh failed since the last call."""
+        said = self.relay.take_ssh_error(grace=SSH_ERROR_GRACE)
+        return ssh_failure(said, self.host, settings) if said else None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.relay.close()
+
+
+def connect(host: Host, settings: Settings, *, timeout: float = API_TIMEOUT) -> SSHDockerClient:
+    """A Docker client for ``host``'s engine over SSH, after a :func:`ops.hosts.ssh.preflight`.
+
+    See the module's docstring for how ssh is run. The API version is the engine's, capped at
+    the newest this SDK knows. ``timeout`` bounds each API call. Close the client when done.
+    """
+    server = preflight(host, settings)
+    version = (
+        server if version_lt(server, DEFAULT_DOCKER_API_VERSION) else DEFAULT_DOCKER_API_VERSION
+    )
+    relay = Relay(ssh_argv(host, settings, DIAL_STDIO))
+    try:
+        return SSHDockerClient(host, relay, version, timeout)
+    except BaseException:
+        relay.close()
+        raise
