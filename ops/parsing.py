@@ -169,3 +169,92 @@ def url(text: str) -> str:
     if value and not re.match(r"^https?://[^\s/]+", value):
         raise ValueError("an http:// or https:// URL")
     return value.rstrip("/")
+
+
+_VPC = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+
+
+def vpc_id(text: str) -> str:
+    value = text.strip()
+    if value and not _VPC.match(value):
+        raise ValueError("a VPC id like vpc-0123456789abcdef0")
+    return value
+
+
+def subnet_ids(text: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if items and (len(items) != 2 or items[0] == items[1] or not all(map(_SUBNET.match, items))):
+        raise ValueError(
+            "two different subnet ids separated by a comma, the master's first, like "
+            "'subnet-0123456789abcdef0,subnet-0fedcba9876543210', or nothing"
+        )
+    return items
+
+
+_KEY_ID = r"(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+_ALIAS = r"alias/[A-Za-z0-9/_-]{1,250}"
+_KMS_KEY = re.compile(
+    rf"^(?:{_KEY_ID}|{_ALIAS}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{{12}}:(?:key/{_KEY_ID}|{_ALIAS}))$"
+)
+
+
+def kms_key(text: str) -> str:
+    value = text.strip()
+    if value and not _KMS_KEY.match(value):
+        raise ValueError("a KMS key id, key ARN, alias/NAME or alias ARN")
+    return value
+
+
+_ZONE_ID = re.compile(r"^(?:/hostedzone/)?([A-Z0-9]{6,32})$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_-]{1,63}$")
+
+
+def dns_name(text: str) -> str:
+    """A DNS name, lower case, without its final dot; empty is "not set"."""
+    value = text.strip().rstrip(".").lower()
+    if value and not _DOMAIN.match(value):
+        raise ValueError("a DNS name like gitlab.example.com")
+    return value
+
+
+def hosted_zone(text: str) -> str:
+    """A Route 53 hosted zone: its id (``Z0123456789ABC``, as is) or its name (lower case)."""
+    value = text.strip()
+    match = _ZONE_ID.match(value)
+    if match:
+        return match.group(1)
+    try:
+        return dns_name(value)
+    except ValueError:
+        raise ValueError("a hosted zone id like Z0123456789ABCDEFGHIJ or a zone name") from None
+
+
+def ssh_jump(text: str) -> str:
+    """``user@host[:port]`` of an SSH jump host; empty is "not set"."""
+    value = text.strip()
+    if not value:
+        return ""
+    user, at, rest = value.rpartition("@")
+    host, colon, port_text = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not at or not user or not host or (colon and not port_text.isdigit()):
+        raise ValueError("user@host or user@host:port, like admin@bastion.example.com:22")
+    if colon:
+        port(port_text)
+    return value
+
+
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address; empty is "not set"."""
+    value = text.strip()
+    if value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("an IP address like 10.0.1.23") from None
+    return value
+
+
+def optional_abs_path(text: str) -> str:
+    """An absolute path, or empty for "not set"."""
+    return abs_path(text) if text.strip() else ""

@@ -128,6 +128,27 @@ class Settings:
         "15m",
         "A newest complete snapshot older than this is a failed check and blocks promotion.",
     )
+    # Monitoring
+    metrics_bind: str = setting(
+        parsing.ip_address,
+        "",
+        "Host address /metrics (Prometheus) is published on (empty: on an AWS instance its "
+        "private address, elsewhere 127.0.0.1), never a public one.",
+        compose=True,
+    )
+    metrics_port: int = setting(
+        parsing.port,
+        "9187",
+        "Host port of the sidecar's /metrics (inv launch opens it to ADMIN_CIDR alone).",
+        compose=True,
+    )
+    metrics_textfile_dir: str = setting(
+        parsing.optional_abs_path,
+        "",
+        "Host folder where the sidecar writes gitlab_dr.prom for node_exporter's textfile "
+        "collector (empty: none).",
+        compose=True,
+    )
     # Hosts over SSH
     ssh_user: str = setting(
         parsing.nonempty, "admin", "User for SSH to each host's Docker engine (Debian AMIs: admin)."
@@ -142,6 +163,12 @@ class Settings:
     )
     ssh_connect_timeout: float = setting(
         parse_duration, "10s", "Deadline for reaching a host over SSH."
+    )
+    ssh_bastion: str = setting(
+        parsing.ssh_jump,
+        "",
+        "SSH jump host user@host[:port] the hosts are reached through (hosts in private "
+        "subnets); empty: none.",
     )
     master_host: str = setting(
         parsing.anything, "", "Address of the master host (empty: read from AWS)."
@@ -213,8 +240,46 @@ class Settings:
     availability_zones: tuple[str, ...] = setting(
         parsing.zones, "", "Two zones for master and slave (empty: the region's first two)."
     )
+    vpc_id: str = setting(
+        parsing.vpc_id,
+        "",
+        "An existing VPC for the pair, with SUBNET_IDS (empty: the region's default VPC).",
+    )
+    subnet_ids: tuple[str, ...] = setting(
+        parsing.subnet_ids,
+        "",
+        "One subnet of VPC_ID in each of two zones, the master's first; private subnets work "
+        "(empty: the default VPC's default subnets).",
+    )
     data_volume_gb: int = setting(
         parsing.positive_int, "100", "Size of each host's encrypted EBS data volume."
+    )
+    kms_key_id: str = setting(
+        parsing.kms_key,
+        "",
+        "Customer-managed KMS key encrypting the data volumes and the AMI's snapshots (key id, "
+        "ARN or alias/NAME); empty: AWS's own EBS key.",
+    )
+    use_elastic_ip: bool = setting(
+        parsing.yes_no,
+        "true",
+        "Give GitLab an Elastic IP that promotion moves; false: no public address (a private "
+        "GitLab, reached by its DNS record at the master's private address).",
+    )
+    dns_zone: str = setting(
+        parsing.hosted_zone,
+        "",
+        "Route 53 hosted zone (id or name) for GitLab's A record, which promotion moves; empty: "
+        "no record.",
+    )
+    dns_name: str = setting(
+        parsing.dns_name, "", "Name of GitLab's A record in DNS_ZONE (empty: GITLAB_HOSTNAME)."
+    )
+    dns_ttl: int = setting(
+        parsing.positive_int,
+        "60",
+        "TTL of the record in seconds: how long clients may keep the old address after a "
+        "promotion.",
     )
     client_cidrs: tuple[str, ...] = setting(
         parsing.cidrs, "", "Who may reach GitLab (HTTP, HTTPS, git SSH, registry)."
@@ -224,6 +289,11 @@ class Settings:
         parse_duration,
         "10m",
         "Deadline for each AWS wait (an instance running, a volume attached).",
+    )
+    price_file: str = setting(
+        parsing.local_path,
+        "",
+        "Price table for the monthly cost inv launch --dry-run shows (empty: ops/aws/prices.json).",
     )
 
     def require(self, name: str) -> Any:

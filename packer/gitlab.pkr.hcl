@@ -129,7 +129,7 @@ variable "root_volume_gb" {
 
 variable "kms_key_id" {
   type        = string
-  description = "KMS key (id, ARN or alias/...) encrypting the root volume; empty: the account's default EBS key."
+  description = "KMS key (id, ARN or alias/...) encrypting the root volume, so the AMI's snapshot; inv build-ami sets it from KMS_KEY_ID when that is set. Empty: the account's default EBS key."
   default     = ""
 }
 

@@ -6,4 +6,4 @@ import os
 os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
 
 # Fixtures for real sshd hosts in front of the local engine (tests/integration/sshd_host.py).
-pytest_plugins = ["tests.integration.sshd_host"]
+pytest_plugins = ["tests.integration.sshd_host", "tests.integration.moto_server"]

@@ -22,9 +22,15 @@ import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ops.aws.client import kms_client
+from ops.aws.kms import check_key
 from ops.errors import OpsError, Refusal, SettingError
 from ops.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms import KMSClient
 
 REPO = Path(__file__).resolve().parents[2]
 PACKER_DIR = REPO / "packer"
@@ -42,6 +48,11 @@ SETTING_VARIABLES: Mapping[str, tuple[str, ...]] = {
     "sync_image": ("SYNC_IMAGE",),
     "docker_user": ("SSH_USER",),
     "data_mount_point": ("GITLAB_HOME", "SYNC_HOME"),
+}
+# Template variables with a default that a setting overrides when it is set (then a variables
+# file may not set them either).
+OPTIONAL_SETTING_VARIABLES: Mapping[str, str] = {
+    "kms_key_id": "KMS_KEY_ID",
 }
 
 OnLine = Callable[[str], None]
@@ -187,10 +198,12 @@ def data_mount_point(gitlab_home: str, sync_home: str) -> str:
 
 
 def setting_values(settings: Settings) -> dict[str, str]:
-    """The template variables that come from the settings, with their values."""
+    """The template variables that come from the settings, with their values (an optional one
+    only when its setting is set)."""
     for names in SETTING_VARIABLES.values():
         for name in names:
             settings.require(name)
+    optional = {v: str(getattr(settings, n.lower())) for v, n in OPTIONAL_SETTING_VARIABLES.items()}
     return {
         "region": settings.aws_region,
         "gitlab_image": settings.gitlab_image,
@@ -199,6 +212,7 @@ def setting_values(settings: Settings) -> dict[str, str]:
         "sync_image": settings.sync_image,
         "docker_user": settings.ssh_user,
         "data_mount_point": data_mount_point(settings.gitlab_home, settings.sync_home),
+        **{v: value for v, value in optional.items() if value},
     }
 
 
@@ -239,12 +253,16 @@ def plan(settings: Settings, var_file: Path | None = None, template: Path = TEMP
 
     values = setting_values(settings)
     from_file = var_file_names(var_file) if var_file is not None else set()
-    owned = sorted(from_file & set(SETTING_VARIABLES))
+    from_settings = {
+        **SETTING_VARIABLES,
+        **{v: (n,) for v, n in OPTIONAL_SETTING_VARIABLES.items() if v in values},
+    }
+    owned = sorted(from_file & set(from_settings))
     if owned:
         name = owned[0]
         raise SettingError(
             f"{var_file} sets {name}, which comes from the settings "
-            f"({' and '.join(SETTING_VARIABLES[name])}); remove it from that file"
+            f"({' and '.join(from_settings[name])}); remove it from that file"
         )
     unknown = sorted(from_file - set(declared))
     if unknown:
@@ -392,8 +410,10 @@ def build_ami(
     *,
     which: Callable[[str], str | None] = shutil.which,
     environ: Mapping[str, str] | None = None,
+    kms: KMSClient | None = None,
 ) -> str:
-    """Build the AMI and return its id. Checks everything first; streams Packer's progress."""
+    """Build the AMI and return its id. Checks everything first (``KMS_KEY_ID``'s key too, which
+    encrypts the AMI's snapshot); streams Packer's progress."""
     if settings.aws_endpoint_url:
         raise Refusal(
             f"AWS_ENDPOINT_URL is set ({settings.aws_endpoint_url}): Packer's Amazon plugin does "
@@ -402,6 +422,8 @@ def build_ami(
     packer = find_packer(which)
     build_plan = plan(settings, var_file)
     check_packer_version(packer, environ)
+    if settings.kms_key_id:
+        check_key(settings, kms or kms_client(settings))
 
     on_line(f"packer init: installing the plugins {TEMPLATE.name} requires")
     init = run_packer(build_plan.init, on_line, packer=packer, environ=environ)

@@ -1,7 +1,8 @@
 """boto3 in one place: the clients, the translation of AWS failures, waiters, tags.
 
-Every client is built by :func:`ec2_client` with the standard retry mode, the region from the
-settings and the endpoint from ``AWS_ENDPOINT_URL`` (a moto server in the sandbox and the tests).
+Every client is built here (:func:`ec2_client`, :func:`route53_client`, :func:`kms_client`) with
+the standard retry mode, the region from the settings and the endpoint from ``AWS_ENDPOINT_URL``
+(a moto server in the sandbox and the tests).
 Every call that can fail runs inside :func:`aws_errors`, which turns botocore's exceptions into
 one :class:`~ops.errors.AwsError` sentence naming the call, the resource and the cause.
 """
@@ -12,6 +13,7 @@ import functools
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import boto3
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_ec2.literals import ResourceTypeType
     from mypy_boto3_ec2.type_defs import FilterTypeDef, TagSpecificationTypeDef, WaiterConfigTypeDef
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_route53 import Route53Client
 
 MAX_ATTEMPTS = 5
 """Attempts per call, the first included (botocore's standard mode backs off between them)."""
@@ -90,17 +94,42 @@ def client_config(region: str, max_attempts: int = MAX_ATTEMPTS) -> Config:
     )
 
 
-def ec2_client(settings: Settings, max_attempts: int = MAX_ATTEMPTS) -> EC2Client:
-    """An EC2 client for the pair's region (and ``AWS_ENDPOINT_URL`` when it is set)."""
+@dataclass(frozen=True)
+class _Where:
+    """The session and the options every client of the pair is made with."""
+
+    session: boto3.session.Session
+    endpoint_url: str | None
+    config: Config
+
+
+def _where(settings: Settings, max_attempts: int) -> _Where:
     region = check_region(settings.aws_region)
-    session = boto_session(region, settings.aws_shared_credentials_file)
     # boto3 reads AWS_ENDPOINT_URL from the environment itself; the setting may also come from
     # the .env file, which boto3 does not read, so it is passed explicitly when it is set.
-    return session.client(
-        "ec2",
-        endpoint_url=settings.aws_endpoint_url or None,
-        config=client_config(region, max_attempts),
+    return _Where(
+        boto_session(region, settings.aws_shared_credentials_file),
+        settings.aws_endpoint_url or None,
+        client_config(region, max_attempts),
     )
+
+
+def ec2_client(settings: Settings, max_attempts: int = MAX_ATTEMPTS) -> EC2Client:
+    """An EC2 client for the pair's region (and ``AWS_ENDPOINT_URL`` when it is set)."""
+    where = _where(settings, max_attempts)
+    return where.session.client("ec2", endpoint_url=where.endpoint_url, config=where.config)
+
+
+def route53_client(settings: Settings, max_attempts: int = MAX_ATTEMPTS) -> Route53Client:
+    """A Route 53 client, as :func:`ec2_client` (Route 53 is global: the region only signs)."""
+    where = _where(settings, max_attempts)
+    return where.session.client("route53", endpoint_url=where.endpoint_url, config=where.config)
+
+
+def kms_client(settings: Settings, max_attempts: int = MAX_ATTEMPTS) -> KMSClient:
+    """A KMS client for the pair's region, as :func:`ec2_client`."""
+    where = _where(settings, max_attempts)
+    return where.session.client("kms", endpoint_url=where.endpoint_url, config=where.config)
 
 
 def _cause(exc: Exception) -> str:

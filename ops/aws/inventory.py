@@ -56,6 +56,7 @@ class Instance:
     imdsv2_required: bool
     volumes_keep: tuple[tuple[str, bool], ...]
     """Attached EBS volumes as (volume id, DeleteOnTermination)."""
+    vpc_id: str = ""
 
     def delete_on_termination(self, volume_id: str) -> bool | None:
         """Whether ``volume_id`` goes with the instance, or None if it is not attached."""
@@ -185,6 +186,7 @@ def _host(item: InstanceTypeDef) -> Instance:
         name=tags.get(TAG_NAME, ""),
         imdsv2_required=item.get("MetadataOptions", {}).get("HttpTokens") == "required",
         volumes_keep=keep,
+        vpc_id=item.get("VpcId", ""),
     )
 
 

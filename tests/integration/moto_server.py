@@ -4,8 +4,7 @@
 ``moto`` (per test) empties it with moto's reset API (``POST /moto-api/reset``) and points the
 environment at it: ``AWS_ENDPOINT_URL``, fake credentials, no profile, no instance metadata,
 no shared config files, so nothing can reach a real endpoint with real credentials.
-Import both fixtures into a test module: ``from tests.integration.moto_server import moto,
-moto_server``.
+It is a pytest plugin (``pytest_plugins`` in tests/conftest.py): a test asks for ``moto`` by name.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from ops.aws.client import boto_session
 
@@ -69,6 +67,8 @@ class MotoServer:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """moto's threaded server on 127.0.0.1 and a free port, for the whole session."""
+    from moto.server import ThreadedMotoServer  # here, so that unit runs never import moto
+
     with pytest.MonkeyPatch.context() as patch:
         # Tests register their own AMI, as inv build-ami leaves one; moto's ~1300 stock AMIs
         # would only slow every region's first call.

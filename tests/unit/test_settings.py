@@ -54,6 +54,15 @@ def test_env_file_variable_names_the_file(tmp_path: Path) -> None:
             "AVAILABILITY_ZONES: expected two different",
         ),
         ("SNAPSHOT_KEEP", "0", "SNAPSHOT_KEEP: expected a whole number of at least 1"),
+        ("VPC_ID", "default", "VPC_ID: expected a VPC id like vpc-0123456789abcdef0"),
+        ("SUBNET_IDS", "subnet-0123456789abcdef0", "SUBNET_IDS: expected two different subnet"),
+        ("SUBNET_IDS", "subnet-0a1b2c3d,subnet-0a1b2c3d", "SUBNET_IDS: expected two different"),
+        ("KMS_KEY_ID", "my-key", "KMS_KEY_ID: expected a KMS key id, key ARN, alias/NAME"),
+        ("DNS_ZONE", "not a zone!", "DNS_ZONE: expected a hosted zone id like Z0123456789"),
+        ("DNS_NAME", "gitlab..example.com", "DNS_NAME: expected a DNS name like gitlab.example"),
+        ("DNS_TTL", "0", "DNS_TTL: expected a whole number of at least 1"),
+        ("SSH_BASTION", "bastion.example.com", "SSH_BASTION: expected user@host or user@host:port"),
+        ("USE_ELASTIC_IP", "maybe", "USE_ELASTIC_IP: expected true or false"),
     ],
 )
 def test_a_malformed_setting_is_one_line_naming_it(
@@ -110,3 +119,33 @@ def test_compose_env_renders_what_the_stack_reads(tmp_path: Path) -> None:
     compose = "\n".join(line.split("#")[0] for line in lines)
     for name in re.findall(r"\$\{([A-Z_]+)", compose):
         assert name in env, f"the stack reads {name}, which compose_env does not give"
+
+
+def test_the_real_aws_settings_read_ids_names_and_keys_as_aws_writes_them(tmp_path: Path) -> None:
+    loaded = settings.load(
+        {
+            "VPC_ID": "vpc-0123456789abcdef0",
+            "SUBNET_IDS": "subnet-0123456789abcdef0, subnet-0fedcba9876543210",
+            "KMS_KEY_ID": "alias/gitlab-dr",
+            "DNS_ZONE": "/hostedzone/Z0123456789ABCDEFGHIJ",
+            "DNS_NAME": "GitLab.Example.com.",
+            "SSH_BASTION": "admin@bastion.example.com:2200",
+        },
+        env_file=tmp_path / "none",
+    )
+    assert loaded.subnet_ids == ("subnet-0123456789abcdef0", "subnet-0fedcba9876543210")
+    assert loaded.dns_zone == "Z0123456789ABCDEFGHIJ"
+    assert loaded.dns_name == "gitlab.example.com"
+    assert settings.load({"DNS_ZONE": "Corp.Example."}, env_file=tmp_path / "n").dns_zone == (
+        "corp.example"
+    )
+    defaults = settings.load({}, env_file=tmp_path / "none")
+    assert (defaults.vpc_id, defaults.subnet_ids, defaults.kms_key_id) == ("", (), "")
+    assert (defaults.use_elastic_ip, defaults.dns_zone, defaults.dns_ttl) == (True, "", 60)
+    for key in (
+        "0123abcd-0123-4567-89ab-0123456789ab",
+        "mrk-0123456789abcdef0123456789abcdef",
+        "arn:aws:kms:eu-west-1:111122223333:key/0123abcd-0123-4567-89ab-0123456789ab",
+        "arn:aws:kms:eu-west-1:111122223333:alias/gitlab",
+    ):
+        assert settings.load({"KMS_KEY_ID": key}, env_file=tmp_path / "n").kms_key_id == key

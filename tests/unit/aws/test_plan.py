@@ -1,103 +1,17 @@
-"""The launch plan and the AWS edge as pure logic: no network, no moto."""
+"""The launch plan as pure logic: the declared rules, the steps and refusals, the zones."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from ops.aws.client import aws_errors, check_region, error_code, waiter_config
-from ops.aws.inventory import DataVolume, ElasticIp, Instance, PairState
-from ops.aws.launch import (
-    Ami,
-    Group,
-    Rule,
-    World,
-    desired_rules,
-    make_plan,
-    pick_zones,
-)
+from ops.aws.inventory import ElasticIp
+from ops.aws.launch.model import Rule
+from ops.aws.launch.plan import desired_rules, make_plan
+from ops.aws.network import pick_zones
 from ops.errors import AwsError, Refusal, SettingError
-from ops.settings import Settings, load
-
-ZONES = ("eu-west-1a", "eu-west-1b")
-
-
-def settings(**overrides: str) -> Settings:
-    environ = {
-        "PROJECT_NAME": "pair",
-        "AMI_ID": "ami-0123456789abcdef0",
-        "CLIENT_CIDRS": "0.0.0.0/0",
-        "ADMIN_CIDR": "198.51.100.0/24",
-        **overrides,
-    }
-    return load(environ=environ, env_file=Path("/nonexistent/unit.env"))
-
-
-def host(role: str, instance_id: str, zone: str, **changes: object) -> Instance:
-    base = Instance(
-        instance_id=instance_id,
-        role=role,
-        state="running",
-        zone=zone,
-        public_ip="203.0.113.10",
-        private_ip="172.31.0.10",
-        security_groups=("gitlab-open" if role == "master" else "gitlab-slave",),
-        epoch=1,
-        name=f"pair-{role}",
-        imdsv2_required=True,
-        volumes_keep=((f"vol-{instance_id}", False),),
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def volume(instance_id: str, zone: str, **changes: object) -> DataVolume:
-    base = DataVolume(
-        volume_id=f"vol-{instance_id}",
-        data_for=instance_id,
-        zone=zone,
-        state="in-use",
-        encrypted=True,
-        size_gb=100,
-        attached_to=instance_id,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-def groups_for(s: Settings) -> tuple[Group, ...]:
-    rules = desired_rules(s)
-    return (
-        Group("gitlab-open", "sg-open", "pair", rules["gitlab-open"]),
-        Group("gitlab-slave", "sg-slave", "pair", rules["gitlab-slave"]),
-    )
-
-
-def world(
-    pair: PairState | None = None, groups: tuple[Group, ...] = (), s: Settings | None = None
-) -> World:
-    return World(
-        region="eu-west-1",
-        vpc_id="vpc-1",
-        zones=ZONES,
-        subnets=(("eu-west-1a", "subnet-a"), ("eu-west-1b", "subnet-b")),
-        ami=Ami("ami-0123456789abcdef0", "gitlab-dr", "available"),
-        groups=groups,
-        pair=pair or PairState("pair", "eu-west-1", (), (), ()),
-    )
-
-
-def complete(s: Settings, **pair_changes: object) -> World:
-    pair = PairState(
-        "pair",
-        "eu-west-1",
-        (host("master", "i-m", "eu-west-1a"), host("slave", "i-s", "eu-west-1b")),
-        (volume("i-m", "eu-west-1a"), volume("i-s", "eu-west-1b")),
-        (ElasticIp("eipalloc-1", "198.51.100.7", "i-m"),),
-    )
-    return world(dataclasses.replace(pair, **pair_changes), groups_for(s))  # type: ignore[arg-type]
-
+from tests.unit.aws.factories import complete, host, settings, volume, world
 
 # --- the declared rules -------------------------------------------------------------------
 
@@ -112,6 +26,7 @@ def test_gitlab_open_rules_are_client_ports_from_client_cidrs_and_ssh_from_admin
                 for c in ("203.0.113.0/24", "2001:db8::/32")
             ),
             "tcp 22 from 198.51.100.0/24",
+            "tcp 9187 from 198.51.100.0/24",
         ]
     )
 
@@ -121,6 +36,7 @@ def test_gitlab_slave_takes_sync_only_from_the_gitlab_open_group() -> None:
     assert [r.text() for r in rules["gitlab-slave"]] == [
         "tcp 2222 from security group gitlab-open",
         "tcp 22 from 198.51.100.0/24",
+        "tcp 9187 from 198.51.100.0/24",
     ]
 
 
@@ -137,9 +53,10 @@ def test_no_declared_rule_opens_ssh_or_sync_to_the_world_even_with_world_clients
     [
         ("GITLAB_SSH_PORT", "22", "admin SSH port"),
         ("GITLAB_REGISTRY_PORT", "2222", "sync port (SYNC_PORT)"),
+        ("GITLAB_HTTPS_PORT", "9187", "metrics port (METRICS_PORT)"),
     ],
 )
-def test_a_client_port_on_the_admin_or_sync_port_is_a_setting_error(
+def test_a_client_port_on_the_admin_sync_or_metrics_port_is_a_setting_error(
     name: str, port: str, which: str
 ) -> None:
     with pytest.raises(SettingError) as caught:
@@ -166,7 +83,7 @@ def test_plan_from_nothing_creates_groups_then_master_then_slave_then_volumes_th
     plan = make_plan(s, world())
     kinds = [a.kind for a in plan.actions]
     assert kinds[:2] == ["create-group", "create-group"]
-    assert kinds[2:-8] == ["authorize"] * (4 + 1 + 2)
+    assert kinds[2:-8] == ["authorize"] * (4 + 2 + 3)  # + the metrics port from ADMIN_CIDR
     assert kinds[-8:] == [
         "run-instance",
         "run-instance",
@@ -379,7 +296,7 @@ def test_plan_lines_and_json_say_the_same_steps() -> None:
     ]
 
 
-# --- zones, regions, waiters, errors ------------------------------------------------------
+# --- zones -------------------------------------------------------------------------------
 
 
 def test_pick_zones_takes_the_first_two_or_the_chosen_ones() -> None:
@@ -391,46 +308,3 @@ def test_pick_zones_takes_the_first_two_or_the_chosen_ones() -> None:
     )
     with pytest.raises(AwsError, match=r"^eu-west-1 has 1 available zone\(s\) \(eu-west-1a\)"):
         pick_zones((), ("eu-west-1a",), "eu-west-1")
-
-
-def test_check_region_knows_real_regions_only() -> None:
-    assert check_region("eu-west-1") == "eu-west-1"
-    with pytest.raises(SettingError, match=r"^AWS_REGION eu-nowhere-9 is not an AWS region"):
-        check_region("eu-nowhere-9")
-
-
-@pytest.mark.parametrize(
-    ("timeout", "delay", "attempts"),
-    [(600, 15, 40), (30, 1, 30), (0.5, 1, 1), (120, 3, 40)],
-)
-def test_waiter_config_spreads_about_forty_polls_over_the_timeout(
-    timeout: float, delay: int, attempts: int
-) -> None:
-    assert waiter_config(timeout) == {"Delay": delay, "MaxAttempts": attempts}
-
-
-def test_aws_errors_turn_a_client_error_into_one_sentence_with_the_cause_attached() -> None:
-    cause = ClientError(
-        {"Error": {"Code": "InvalidAMIID.NotFound", "Message": "The image id does not exist"}},
-        "RunInstances",
-    )
-    with pytest.raises(AwsError) as caught, aws_errors("ec2 RunInstances", "the slave instance"):
-        raise cause
-    assert str(caught.value) == (
-        "ec2 RunInstances for the slave instance failed: InvalidAMIID.NotFound: "
-        "The image id does not exist"
-    )
-    assert caught.value.__cause__ is cause
-    assert error_code(caught.value) == "InvalidAMIID.NotFound"
-
-
-def test_aws_errors_name_missing_credentials_and_unreachable_endpoints() -> None:
-    with pytest.raises(AwsError) as no_creds, aws_errors("ec2 DescribeImages", "AMI ami-1"):
-        raise NoCredentialsError()
-    assert "no AWS credentials were found" in str(no_creds.value)
-    with pytest.raises(AwsError) as unreachable, aws_errors("ec2 DescribeImages", "AMI ami-1"):
-        raise EndpointConnectionError(endpoint_url="https://ec2.eu-west-1.amazonaws.com/")
-    assert str(unreachable.value) == (
-        "ec2 DescribeImages for AMI ami-1 failed: could not reach the endpoint "
-        "https://ec2.eu-west-1.amazonaws.com/"
-    )
