@@ -150,9 +150,10 @@ def status(c: Any, json: bool = False) -> None:
         print(json_mod.dumps(report.to_dict(), indent=2))
     else:
         print("\n".join(status_mod.render(report)))
-    if not report.ok:
-        failed = [c.name for c in report.checks if c.critical and not c.ok]
-        raise Exit(f"status: {len(failed)} critical check(s) failed: {', '.join(failed)}", 1)
+    if report.failed:
+        raise Exit(
+            f"status: {len(report.failed)} critical check(s) failed: {', '.join(report.failed)}", 1
+        )
 
 
 @task(
@@ -188,27 +189,15 @@ def promote_slave(
 
     from ops.dr import promote as promote_mod
 
-    def confirm(plan: list[str]) -> bool:
-        print("\n".join(plan), file=sys.stderr if json else sys.stdout)
-        if yes:
-            return True
-        if not sys.stdin.isatty():
-            raise Exit("refused: no terminal to confirm on; pass --yes", 3)
-        return input("Promote the slave? Type yes: ").strip() == "yes"
-
     flags = promote_mod.Flags(planned, accept_data_loss, allow_image_mismatch, skip_health_check)
+    confirm = promote_mod.confirm_on_terminal(yes, out=sys.stderr if json else sys.stdout)
     report, plan = promote_mod.promote(
-        load_settings(),
-        flags,
-        progress=progress("promote", json),
-        confirm=confirm,
-        dry_run=dry_run,
+        load_settings(), flags, progress("promote", json), confirm, dry_run=dry_run
     )
     if report is None:
-        print("\n".join(plan))
-        print("dry run: nothing was changed")
-        return
-    print(json_mod.dumps(report.to_dict(), indent=2) if json else "\n".join(report.lines()))
+        print("\n".join([*plan, "dry run: nothing was changed"]))
+    else:
+        print(json_mod.dumps(report.to_dict(), indent=2) if json else "\n".join(report.lines()))
 
 
 @task(
@@ -321,5 +310,21 @@ def drill(
         raise Exit(f"drill: {len(failed)} verification(s) failed: {', '.join(failed)}", 1)
 
 
-ns = Collection(settings, launch, build_ami, pair, status, promote_slave, rebuild_slave, drill)
+@task(help={"json": "print only the policy document (for aws iam create-policy)"})
+@edge
+def iam_policy(c: Any, json: bool = False) -> None:
+    """The IAM policy the operator needs, derived from the AWS calls the code makes.
+
+    For build-ami (with what Packer documents), launch, pair, status, promote-slave and
+    rebuild-slave; scoped to DNS_ZONE's record and KMS_KEY_ID's key when they are set.
+    """
+    from ops.aws import iam
+
+    policy = iam.operator_policy(load_settings())
+    print(json_mod.dumps(policy.document(), indent=2) if json else "\n".join(policy.lines()))
+
+
+ns = Collection(
+    settings, launch, build_ami, pair, status, promote_slave, rebuild_slave, drill, iam_policy
+)
 ns.add_collection(Collection("sandbox", up=sandbox_up, down=sandbox_down))

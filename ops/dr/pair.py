@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitlab_sync.status import SidecarStatus
+from gitlab_sync.waits import wait_until
 from ops.dr import sidecar, topology
 from ops.dr.topology import Topology
 from ops.errors import SidecarError
@@ -29,22 +31,26 @@ class PairResult:
 
     topology: Topology
     changed: list[str] = field(default_factory=list)
-    master_status: dict[str, Any] = field(default_factory=dict)
-    slave_status: dict[str, Any] = field(default_factory=dict)
+    master_status: SidecarStatus = field(default_factory=SidecarStatus)
+    slave_status: SidecarStatus = field(default_factory=SidecarStatus)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "changed": self.changed,
             "epoch": self.topology.epoch,
             "sync_address": self.topology.sync_address,
-            "master": {"host": str(self.topology.master.host), "sync": self.master_status},
-            "slave": {"host": str(self.topology.slave.host), "sync": self.slave_status},
+            "master": {
+                "host": str(self.topology.master.host),
+                "sync": self.master_status.to_json(),
+            },
+            "slave": {"host": str(self.topology.slave.host), "sync": self.slave_status.to_json()},
         }
 
 
-def _needs_pairing(
+def needs_pairing(
     current: dict[str, Any] | None, role: str, peer: str, key: str, epoch: int
 ) -> bool:
+    """Whether the sidecar's pairing (``gitlab-sync ls``) differs from the one wanted."""
     if not current:
         return True
     return not (
@@ -85,7 +91,7 @@ def pair(
         slave_key = sidecar.run_json(slave, "key")["host"]
 
         master_peer = _peer(topo.master.host.address, topo.master.settings.sync_port)
-        if _needs_pairing(
+        if needs_pairing(
             sidecar.run_json(slave, "ls"), "slave", master_peer, master_key, topo.epoch
         ):
             sidecar.run(
@@ -102,7 +108,7 @@ def pair(
             result.changed.append("slave: accepts the master's key")
         slave_peer = _peer(topo.sync_address, topo.slave.settings.sync_port)
         current = sidecar.run_json(master, "ls")
-        if _needs_pairing(current, "master", slave_peer, slave_key, topo.epoch):
+        if needs_pairing(current, "master", slave_peer, slave_key, topo.epoch):
             sidecar.run(
                 master,
                 "add",
@@ -130,7 +136,7 @@ def pair(
         if not result.changed:
             progress("nothing to change: already paired")
         result.master_status = _wait_first_pass(master, progress, timeout, clock, sleep)
-        result.slave_status = sidecar.run_json(slave, "status")
+        result.slave_status = sidecar.status(slave)
     return result
 
 
@@ -140,29 +146,42 @@ def _wait_first_pass(
     timeout: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
-) -> dict[str, Any]:
-    deadline = clock() + timeout
-    shown = ""
-    while True:
-        status: dict[str, Any] = sidecar.run_json(master, "status")
-        if status.get("last_complete"):
-            last = status["last_complete"]
-            progress(
-                f"complete pass {last['snapshot']}: {last['files']} files, "
-                f"{last['bytes']} bytes in {last['duration_s']} s"
-            )
-            return status
-        now = status.get("in_progress")
-        line = (
-            f"first pass in progress since {now['started_at']}"
-            if now
-            else "waiting for the first pass"
-        )
-        if status.get("last_error"):
-            line += f" (last error: {status['last_error']['message']})"
-        if line != shown:
+) -> SidecarStatus:
+    shown: list[str] = []
+    seen: list[SidecarStatus] = []
+
+    def complete() -> bool:
+        seen.append(sidecar.status(master))
+        if seen[-1].last_complete:
+            return True
+        line = _waiting(seen[-1])
+        if line not in shown[-1:]:
             progress(line)
-            shown = line
-        if clock() >= deadline:
-            raise SidecarError(f"no complete pass after {timeout:g} s: {line}")
-        sleep(1.0)
+            shown.append(line)
+        return False
+
+    wait_until(
+        complete,
+        timeout=timeout,
+        what="the first complete pass",
+        interval=1.0,
+        error=lambda _: SidecarError(f"no complete pass after {timeout:g} s: {shown[-1]}"),
+        clock=clock,
+        sleep=sleep,
+    )
+    last = seen[-1].last_complete
+    if last:  # always, once complete() said so
+        progress(
+            f"complete pass {last.snapshot}: {last.files} files, "
+            f"{last.bytes} bytes in {last.duration_s} s"
+        )
+    return seen[-1]
+
+
+def _waiting(status: SidecarStatus) -> str:
+    """What the first pass is doing, in a line."""
+    now = status.in_progress
+    line = f"first pass in progress since {now.started_at}" if now else "waiting for the first pass"
+    if status.last_error:
+        line += f" (last error: {status.last_error.message})"
+    return line

@@ -1,8 +1,10 @@
 """``inv status``: the pair at a glance, as checks a monitor can run.
 
 Like ``barman check``: each check has a name, a result, whether it is critical, what was seen
-and a hint; a failed critical check makes the exit code non-zero. An unreachable host is a
-failed check, not a crash. Everything is gathered first into an immutable :class:`Report`.
+and a hint (:mod:`ops.dr.checks`); a failed critical check makes the exit code non-zero. The
+pair may be in any state: a missing, stopped or unreachable host is a failed check, not a
+crash, and a fenced old master is listed as fenced. Everything is gathered first into an
+immutable :class:`StatusReport`; :func:`render` is the text writer, ``to_dict`` the JSON one.
 """
 
 from __future__ import annotations
@@ -12,73 +14,44 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ops.aws.inventory import PairState
-from ops.dr import sidecar, topology
-from ops.dr.topology import Side
-from ops.errors import OpsError
-from ops.hosts.engine import Engine
+from ops.checks import Check
+from ops.dr import checks as pair_checks
+from ops.dr import topology
+from ops.dr.hostview import HostView, look
+from ops.dr.journal import Journal
 from ops.settings import Settings
 
 
 @dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    critical: bool
-    detail: str
-    hint: str = ""
+class StatusReport:
+    """What ``inv status`` read (AWS, both hosts) and the checks judged from it."""
 
-
-@dataclass(frozen=True)
-class HostView:
-    """What one host showed: its containers and its sidecar's status (or why not)."""
-
-    role: str
-    target: str
-    error: str = ""
-    services: tuple[dict[str, Any], ...] = ()
-    sync: dict[str, Any] | None = None
-
-    def service(self, name: str) -> dict[str, Any] | None:
-        return next((s for s in self.services if s["service"] == name), None)
-
-
-@dataclass(frozen=True)
-class Report:
     aws: dict[str, Any] | None
     hosts: tuple[HostView, ...]
     checks: tuple[Check, ...] = field(default_factory=tuple)
+    at: dt.datetime | None = None
+    """When it was read (the lag shown is computed at that instant)."""
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks if c.critical)
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        """The names of the critical checks that failed."""
+        return [c.name for c in self.checks if c.failed]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "aws": self.aws,
-            "hosts": [asdict(h) for h in self.hosts],
-            "checks": [asdict(c) for c in self.checks],
+            "hosts": [h.to_dict() for h in self.hosts],
+            "checks": [{k: asdict(c)[k] for k in CHECK_FIELDS} for c in self.checks],
         }
 
 
-def look(side: Side) -> HostView:
-    """Read one host; any failure to reach it is recorded, not raised."""
-    try:
-        with Engine.open(side.host, side.settings) as engine:
-            services = tuple(asdict(s) for s in engine.ps())
-            sync = None
-            if any(s["service"] == sidecar.SERVICE and s["state"] == "running" for s in services):
-                sync = sidecar.run_json(engine, "status")
-            return HostView(side.role, str(side.host), "", services, sync)
-    except OpsError as exc:
-        return HostView(side.role, str(side.host), str(exc))
-
-
-def _age(text: str | None, now: dt.datetime) -> float | None:
-    if not text:
-        return None
-    started = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
-    return (now - started).total_seconds()
+CHECK_FIELDS = ("name", "ok", "critical", "detail", "hint")
+"""A check's JSON keys, in the order ``--json`` has always printed them."""
 
 
 def checks(
@@ -88,153 +61,38 @@ def checks(
     slave: HostView,
     epoch: int,
     now: dt.datetime,
+    promotion: pair_checks.Unfinished | None = None,
 ) -> tuple[Check, ...]:
     """The checks, computed from what was read (pure: tests pass what they like)."""
-    out: list[Check] = []
-    if state is not None:
-        out += [Check("aws tags", False, True, p, "fix the tags") for p in state.problems()]
-        for role in ("master", "slave"):
-            found = state.host(role)
-            running = found is not None and found.state == "running"
-            out.append(
-                Check(
-                    f"aws {role} instance",
-                    running,
-                    True,
-                    f"{found.instance_id} {found.state}" if found else "none tagged",
-                    "" if running else "start it, or promote / rebuild-slave",
-                )
-            )
-        for fenced in state.with_role("fenced"):
-            closed = "gitlab-open" not in fenced.security_groups
-            out.append(
-                Check(
-                    f"fenced {fenced.instance_id}",
-                    closed,
-                    True,
-                    f"old master, {fenced.state}, groups {','.join(fenced.security_groups)}",
-                    "" if closed else "a fenced instance must not be in gitlab-open",
-                )
-            )
-        holder = state.eip_holder
-        out.append(
-            Check(
-                "elastic ip",
-                holder == "master",
-                True,
-                f"held by {holder or 'nobody'}",
-                "" if holder == "master" else "associate it with the master",
-            )
-        )
-    for view in (master, slave):
-        out.append(
-            Check(
-                f"{view.role} host",
-                not view.error,
-                True,
-                view.error or view.target,
-                "check the instance, SSH_* settings and the host's Docker" if view.error else "",
-            )
-        )
-    gitlab = master.service(sidecar.GITLAB)
-    serving = (
-        gitlab is not None and gitlab["state"] == "running" and gitlab["health"] != "unhealthy"
-    )
-    out.append(
-        Check(
-            "master serving",
-            serving,
-            True,
-            f"gitlab {gitlab['state']}, {gitlab['health'] or 'no health yet'}"
-            if gitlab
-            else "no gitlab container",
-            "" if serving else "see inv status logs / docker logs",
-        )
-    )
-    msync, ssync = master.sync or {}, slave.sync or {}
-    sending = msync.get("role") == "master" and bool(msync.get("running"))
-    out.append(
-        Check(
-            "master sending",
-            sending,
-            True,
-            f"role {msync.get('role')}, running {msync.get('running')}",
-            "" if sending else "inv pair",
-        )
-    )
-    receiving = ssync.get("role") == "slave" and bool(ssync.get("running"))
-    out.append(
-        Check(
-            "slave receiving",
-            receiving,
-            True,
-            f"role {ssync.get('role')}, running {ssync.get('running')}",
-            "" if receiving else "inv pair",
-        )
-    )
-    slave_gitlab = slave.service(sidecar.GITLAB)
-    idle = slave_gitlab is None or slave_gitlab["state"] != "running"
-    out.append(
-        Check(
-            "slave gitlab not started",
-            idle,
-            False,
-            slave_gitlab["state"] if slave_gitlab else "not created",
-            "" if idle else "a slave's GitLab must stay stopped until promotion",
-        )
-    )
-    last = ssync.get("last_complete") or msync.get("last_complete") or {}
-    age = _age(last.get("started_at"), now)
-    fresh = age is not None and age <= settings.stale_after
-    out.append(
-        Check(
-            "last complete pass",
-            fresh,
-            True,
-            f"{last.get('name') or last.get('snapshot')}, {age:.0f} s old"
-            if age is not None
-            else "none",
-            "" if fresh else f"older than STALE_AFTER ({settings.stale_after:g} s)",
-        )
-    )
-    epochs = {e for e in (msync.get("epoch"), ssync.get("epoch")) if e is not None}
-    same = epochs <= {epoch}
-    out.append(
-        Check(
-            "epoch",
-            same,
-            True,
-            f"AWS {epoch}, sidecars {sorted(epochs) or '-'}",
-            "" if same else "inv pair re-pairs at the AWS epoch",
-        )
-    )
-    for view, data in ((master, msync), (slave, ssync)):
-        err = data.get("last_error")
-        if err:
-            out.append(
-                Check(
-                    f"{view.role} last error", True, False, f"{err.get('at')}: {err.get('message')}"
-                )
-            )
-        if data.get("watch_note"):
-            out.append(Check(f"{view.role} watch", True, False, str(data["watch_note"])))
-    return tuple(out)
+    seen = pair_checks.Observed(state, master, slave, epoch, now, settings.stale_after, promotion)
+    return pair_checks.run(seen)
 
 
-def collect(settings: Settings, now: dt.datetime | None = None) -> Report:
-    """Read AWS (when used) and both hosts, and judge."""
+def unfinished_promotion(settings: Settings) -> pair_checks.Unfinished | None:
+    """The promotion of this project that was cut short, if any (from its journal)."""
+    journal = Journal.unfinished(settings)
+    if journal is None:
+        return None
+    return pair_checks.Unfinished(
+        journal.path.name, str(journal.data.get("started_at")), journal.steps_done()
+    )
+
+
+def collect(settings: Settings, now: dt.datetime | None = None) -> StatusReport:
+    """Read AWS (when used) and both hosts, whatever state the pair is in, and judge."""
     state = topology.read_aws(settings)
-    topo = topology.resolve(settings, state)
-    master, slave = look(topo.master), look(topo.slave)
+    found = topology.survey(settings, state)
+    master, slave = look(found.master), look(found.slave)
     when = now or dt.datetime.now(dt.UTC)
-    return Report(
+    return StatusReport(
         state.to_dict() if state else None,
         (master, slave),
-        checks(settings, state, master, slave, topo.epoch, when),
+        checks(settings, state, master, slave, found.epoch, when, unfinished_promotion(settings)),
+        when,
     )
 
 
-def render(report: Report) -> list[str]:
+def render(report: StatusReport) -> list[str]:
     """The report as text: AWS, hosts and containers, sync, then the checks."""
     lines: list[str] = []
     if report.aws:
@@ -248,20 +106,25 @@ def render(report: Report) -> list[str]:
                 f"{','.join(h['security_groups'])}"
             )
     for view in report.hosts:
+        if not view.found:
+            lines.append(f"{view.role} -  MISSING: {view.error}")
+            continue
         lines.append(
             f"{view.role} {view.target}" + (f"  UNREACHABLE: {view.error}" if view.error else "")
         )
         for s in view.services:
-            lines.append(f"  {s['service']:13} {s['state']:9} {s['health'] or '-'}")
+            lines.append(f"  {s.service:13} {s.state:9} {s.health or '-'}")
         if view.sync:
-            last = view.sync.get("last_complete") or {}
-            now = view.sync.get("in_progress") or {}
+            last, now = view.sync.last_complete, view.sync.in_progress
             lines.append(
-                f"  sync: {view.sync.get('role')} running={view.sync.get('running')} "
-                f"snapshots={view.sync.get('snapshots')} "
-                f"last={last.get('name') or last.get('snapshot') or '-'} "
-                f"in-progress={now.get('id') or '-'}"
+                f"  sync: {view.sync.role} running={view.sync.running} "
+                f"snapshots={view.sync.snapshots} "
+                f"last={(last.snapshot if last else '') or '-'} "
+                f"in-progress={(now.id if now else '') or '-'}"
             )
+            lag = pair_checks.snapshot_age(last, report.at or dt.datetime.now(dt.UTC))
+            if view.sync.role == "slave" and lag is not None:
+                lines.append(f"  replication lag: {lag:.0f} s (gitlab_dr_replication_lag_seconds)")
     lines.append("checks:")
     for c in report.checks:
         mark = "ok  " if c.ok else ("FAIL" if c.critical else "warn")

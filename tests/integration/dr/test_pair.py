@@ -44,6 +44,7 @@ def _overrides(host: SshdHost, home: Path) -> str:
         "GITLAB_HTTPS_PORT": str(_free_port()),
         "GITLAB_SSH_PORT": str(_free_port()),
         "GITLAB_REGISTRY_PORT": str(_free_port()),
+        "METRICS_PORT": str(_free_port()),
     }
     return " ".join(f"{k}={v}" for k, v in words.items())
 

@@ -10,6 +10,7 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from ops.aws import inventory
 from ops.aws.inventory import FENCED
 from ops.dr.promote import KILL_AFTER, STEPS
 from ops.rehearsal import sandbox
+from ops.rehearsal.layout import SandboxLayout
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A sandbox, paired, with its first pass done; removed at the end."""
     folder = tmp_path_factory.mktemp("sandbox")
     sandbox.up(folder, lambda _line: None)
-    env_file = sandbox.Layout(folder.resolve()).env_file
+    env_file = SandboxLayout(folder.resolve()).env_file
     try:
         done = inv("pair", env_file=env_file)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -92,18 +94,24 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
         assert f"promote: {step} done" in killed.stdout, killed.stdout
         for earlier in STEPS[: STEPS.index(step)]:
             assert f"promote: {earlier} ..." not in killed.stdout, f"{earlier} was done twice"
+        if step == "fence-master":
+            _assert_status_shows_a_half_done_promotion(paired)
     final = inv("promote-slave", "--yes", "--json", env_file=paired)
     assert final.returncode == 0, final.stdout + final.stderr
     report = json.loads(final.stdout)  # progress went to stderr: stdout is the JSON alone
     assert report["done"] and report["to_epoch"] == 2
     assert [s["name"] for s in report["steps"]] == list(STEPS)
     assert report["rto_seconds"] is not None
+    # From the first start, across the seven runs: more than the steps' own seconds.
+    assert report["rto_seconds"] > sum(s["seconds"] for s in report["steps"][:-1])
 
     state = _pair_state(paired)
     assert state.master is not None and state.master.instance_id == report["new_master"]
     assert state.eip_holder == "master" and state.epoch == 2
     (fenced,) = state.with_role(FENCED)
     assert "gitlab-open" not in fenced.security_groups
+
+    _assert_status_shows_the_promoted_pair(paired, report["new_master"], fenced.instance_id)
 
     again = inv("promote-slave", "--yes", env_file=paired)
     assert again.returncode == 0
@@ -118,3 +126,40 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     second = inv("promote-slave", "--yes", "--planned", env_file=paired)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout
+
+
+def _status(env_file: Path) -> tuple[int, dict[str, Any]]:
+    done = inv("status", "--json", env_file=env_file)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def _assert_status_shows_a_half_done_promotion(env_file: Path) -> None:
+    code, data = _status(env_file)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == 1 and data["ok"] is False
+    assert not checks["promotion"]["ok"] and checks["promotion"]["critical"]
+    assert (
+        "steps done: preflight, freshness, stop-master-sync, fence-master"
+        in (checks["promotion"]["detail"])
+    )
+    assert checks["promotion"]["hint"] == "inv promote-slave resumes it"
+
+
+def _assert_status_shows_the_promoted_pair(env_file: Path, master: str, fenced: str) -> None:
+    """After a promotion and before rebuild-slave: no slave, the old master fenced."""
+    code, data = _status(env_file)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == 1 and data["ok"] is False
+    assert "promotion" not in checks
+    assert checks["master host"]["ok"] and checks["master serving"]["ok"], checks
+    assert checks["elastic ip"]["ok"] and checks[f"fenced {fenced}"]["ok"]
+    assert not checks["slave host"]["ok"] and checks["slave host"]["critical"]
+    assert not checks["aws slave instance"]["ok"]
+    roles = {h["instance_id"]: h["role"] for h in data["aws"]["hosts"]}
+    assert roles == {master: "master", fenced: FENCED}
+    text = inv("status", env_file=env_file)
+    assert text.returncode == 1
+    assert f"  fenced  {fenced}" in text.stdout
+    assert "FAIL slave host" in text.stdout
+    assert "critical check(s) failed" in text.stderr

@@ -55,20 +55,29 @@ def test_master_host_still_wins_and_keeps_role_overrides() -> None:
     assert topo.sync_address == "172.17.0.1:2222"
 
 
-def test_an_instance_with_no_address_is_one_sentence() -> None:
-    state = pair(master=A, slave=B)
-    bare = PairState(
-        state.project,
-        state.region,
-        tuple(
-            Instance(**{**h.__dict__, "public_ip": None}) if h.instance_id == A else h
-            for h in state.hosts
-        ),
-        (),
-        (),
+def _without(state: PairState, instance_id: str, **blank: None) -> PairState:
+    hosts = tuple(
+        Instance(**{**h.__dict__, **blank}) if h.instance_id == instance_id else h
+        for h in state.hosts
     )
-    with pytest.raises(SettingError, match=f"the master instance {A} has no public address"):
+    return PairState(state.project, state.region, hosts, (), ())
+
+
+def test_an_instance_with_no_address_is_one_sentence() -> None:
+    bare = _without(pair(master=A, slave=B), A, public_ip=None, private_ip=None)
+    with pytest.raises(SettingError, match=f"the master instance {A} has no address"):
         resolve(settings_of(), bare)
+
+
+def test_an_instance_in_a_private_subnet_is_reached_at_its_private_address() -> None:
+    private = _without(pair(master=A, slave=B), A, public_ip=None)
+    assert resolve(settings_of(), private).master.host.address == "10.0.0.1"
+
+
+def test_through_a_bastion_every_instance_is_reached_at_its_private_address() -> None:
+    topo = resolve(settings_of(SSH_BASTION="admin@bastion.example"), pair(master=A, slave=B))
+    assert (topo.master.host.address, topo.slave.host.address) == ("10.0.0.1", "10.0.0.2")
+    assert resolve(settings_of(), pair(master=A, slave=B)).master.host.address == "203.0.113.1"
 
 
 def test_a_bad_instance_override_names_the_instance_and_the_setting() -> None:
@@ -96,3 +105,13 @@ def test_malformed_instance_settings_are_one_line(name: str, value: str, words: 
         settings_of(**{name: value})
     assert words in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_metrics_are_published_on_an_instances_private_address_unless_set() -> None:
+    topo = resolve(settings_of(), pair(master=A, slave=B))
+    assert (topo.master.settings.metrics_bind, topo.slave.settings.metrics_bind) == (
+        "10.0.0.1",
+        "10.0.0.2",
+    )
+    chosen = resolve(settings_of(METRICS_BIND="127.0.0.1"), pair(master=A, slave=B))
+    assert chosen.master.settings.metrics_bind == "127.0.0.1"

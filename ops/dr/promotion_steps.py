@@ -1,0 +1,334 @@
+"""Promotion's steps, from one table (:data:`TABLE`): each step's name, its plan text (what
+``--dry-run`` prints) and its function.
+
+A step's function does its work, idempotently, and returns what it found; the caller records
+that in the journal. Every write to EC2 goes through :class:`~ops.aws.writer.Ec2Writer`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from gitlab_sync.config import iso
+from ops.aws import dns, inventory
+from ops.aws.client import aws_errors, route53_client
+from ops.aws.inventory import FENCED, OPEN_GROUP, SLAVE_GROUP, PairState
+from ops.aws.writer import Ec2Writer
+from ops.dr import readiness, sidecar, topology
+from ops.dr.journal import Journal
+from ops.dr.promotion_view import Flags, View
+from ops.errors import AwsError, OpsError
+from ops.hosts.engine import Engine
+from ops.progress import Progress
+from ops.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2 import EC2Client
+
+
+@dataclass
+class Context:
+    """What every step works with: settings, AWS, the pair as read, the operator's flags."""
+
+    settings: Settings
+    ec2: EC2Client
+    state: PairState
+    flags: Flags
+    progress: Progress
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def writer(self) -> Ec2Writer:
+        return Ec2Writer(self.settings, self.ec2)
+
+
+def _engine(ctx: Context, journal: Journal, role: inventory.Role) -> Engine:
+    """The engine of the journal's ``role`` instance (as it was when the promotion began)."""
+    instance_id = journal.data[role]
+    instance = next((h for h in ctx.state.hosts if h.instance_id == instance_id), None)
+    if instance is None:
+        raise AwsError(f"the promotion's {role} {instance_id} is not in AWS any more")
+    side = topology.instance_side(
+        role, ctx.settings, instance_id, instance.public_ip, instance.private_ip
+    )
+    return Engine.open(side.host, side.settings)
+
+
+# --- the steps' functions -----------------------------------------------------------------------
+
+
+def preflight(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    """What preflight found (its refusals come before the journal exists)."""
+    return {"slave": view.slave_health, "image": view.slave_image, "secrets": view.secrets_present}
+
+
+def freshness(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    """The snapshot to start from and the window of writes it may miss."""
+    return {
+        "snapshot": view.snapshot,
+        "snapshot_started_at": iso(view.snapshot_started) if view.snapshot_started else None,
+        "last_contact": iso(view.last_contact) if view.last_contact else None,
+        "window_seconds": view.window,
+        "until": iso(view.until) if view.until else None,
+    }
+
+
+def stop_master_sync(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    if not view.master_reachable:
+        return {"skipped": f"master unreachable: {view.master_error}"}
+    with _engine(ctx, journal, "master") as master:
+        detail: dict[str, Any] = {}
+        if ctx.flags.planned:
+            ctx.progress("master: stopping GitLab for the final pass")
+            master.container(sidecar.GITLAB).stop(timeout=120)
+            sidecar.run(master, "stop")
+            final = sidecar.run_json(master, "pass", "--final", timeout=3600)
+            detail["final_pass"] = final.get("snapshot")
+            ctx.progress(f"master: final pass complete, snapshot {final.get('snapshot')}")
+        sidecar.run(master, "stop")
+        detail["sync"] = "stopped"
+        return detail
+
+
+def fence_master(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    detail = {"groups": ctx.writer.swap_group(journal.data["master"], OPEN_GROUP, SLAVE_GROUP)}
+    if view.master_reachable:
+        try:
+            with _engine(ctx, journal, "master") as master:
+                container = master.container(sidecar.GITLAB)
+                container.update(restart_policy=cast(Any, {"Name": "no"}))
+                container.stop(timeout=60)
+                detail["gitlab"] = "stopped, restart policy no"
+        except OpsError as exc:
+            detail["gitlab"] = f"not reached: {exc}"
+    return detail
+
+
+def fence_receiver(slave: Engine, epoch: int) -> str:
+    """Move the slave's receiver to the new epoch, so that nothing lands (or is pruned) while
+    GitLab starts on its snapshot, and the old master, should it come back and send, is refused
+    by the receiver itself for its old epoch (fencing by epoch, observable in its pass's error)
+    rather than finding no receiver. ``inv rebuild-slave`` later makes this sidecar the sender."""
+    pairing = sidecar.run_json(slave, "ls")
+    if not pairing or pairing.get("role") != "slave":
+        return "slave: its sidecar is not receiving; nothing to fence"
+    if pairing.get("epoch") == epoch:
+        return f"slave: the receiver already refuses senders of epochs before {epoch}"
+    sidecar.run(
+        slave,
+        "add",
+        str(pairing["peer"]),
+        "--role",
+        "slave",
+        "--peer-key",
+        str(pairing["peer_key"]),
+        "--epoch",
+        str(epoch),
+    )
+    return f"slave: the receiver now refuses senders of epochs before {epoch}"
+
+
+def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    with _engine(ctx, journal, "slave") as slave:
+        ctx.progress(fence_receiver(slave, int(journal.data["to_epoch"])))
+        settings = slave.settings
+        ctx.progress(f"slave: restoring the newest snapshot into {settings.gitlab_home}")
+        out = slave.run_once(
+            "restore",
+            settings.sync_image,
+            ["restore", "/target", "--json"],
+            {settings.sync_home: "/sync", settings.gitlab_home: "/target"},
+        )
+        restored = json.loads(out)
+        ctx.progress(f"slave: starting GitLab on snapshot {restored['snapshot']}")
+        slave.up([sidecar.GITLAB])
+        waited = sidecar.wait_gitlab_healthy(
+            slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
+        )
+        ctx.progress(f"slave: GitLab healthy after {waited:.1f} s")
+        return {
+            "snapshot": restored["snapshot"],
+            "snapshot_started_at": restored["started_at"],
+            "restore_seconds": restored.get("seconds", 0.0),
+            "gitlab_healthy_seconds": round(waited, 3),
+        }
+
+
+def open_slave(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    return {"groups": ctx.writer.swap_group(journal.data["slave"], SLAVE_GROUP, OPEN_GROUP)}
+
+
+def public_url(ctx: Context) -> str:
+    """Where clients reach GitLab: PUBLIC_URL, else the Elastic IP, else the DNS record."""
+    if ctx.settings.public_url:
+        return ctx.settings.public_url
+    state = inventory.describe_pair(ctx.settings, ctx.ec2)
+    if state.elastic_ip is not None:
+        return f"http://{state.elastic_ip.public_ip}:{ctx.settings.gitlab_http_port}"
+    if ctx.settings.dns_zone:
+        return f"http://{dns.record_name(ctx.settings)}:{ctx.settings.gitlab_http_port}"
+    raise AwsError(
+        f"the project {ctx.settings.project_name} has no Elastic IP and no DNS record: "
+        "set PUBLIC_URL"
+    )
+
+
+def move_address_and_tags(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    """The Elastic IP (and the DNS record, with DNS_ZONE) to the new master, the tags swapped;
+    ``ready_at`` is the moment GitLab answered ready through the public address (where the RTO
+    ends)."""
+    state = inventory.describe_pair(ctx.settings, ctx.ec2)
+    eip = state.elastic_ip
+    new_master, old_master = journal.data["slave"], journal.data["master"]
+    if eip is None and ctx.settings.use_elastic_ip:
+        raise AwsError(f"the project {ctx.settings.project_name} has no Elastic IP to move")
+    if eip is not None and eip.instance_id != new_master:
+        ctx.writer.move_address(eip.allocation_id, eip.public_ip, new_master)
+    epoch = journal.data["to_epoch"]
+    ctx.writer.tag_role(new_master, "master", epoch)
+    ctx.writer.tag_role(old_master, FENCED, epoch)
+    record = ""
+    if ctx.settings.dns_zone:
+        moved = inventory.describe_pair(ctx.settings, ctx.ec2)
+        record = dns.point_at_master(ctx.settings, route53_client(ctx.settings), moved)
+        ctx.progress(record)
+    url = public_url(ctx)
+    ctx.progress(f"waiting for GitLab ready at {url}")
+    readiness.wait_ready(
+        url, ctx.settings.ready_timeout, all_checks=False, clock=ctx.clock, sleep=ctx.sleep
+    )
+    return {
+        "elastic_ip": eip.public_ip if eip else None,
+        "dns": record,
+        "url": url,
+        "epoch": journal.data["to_epoch"],
+        "ready_at": iso(ctx.now()),
+    }
+
+
+def postmortem(ctx: Context, journal: Journal) -> str:
+    """Save what can be read of the old master: AWS's console output and status, its logs."""
+    folder = Path(ctx.settings.state_dir) / "postmortem" / journal.path.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    old = journal.data["master"]
+    for name, call, what in (
+        (
+            "console-output.json",
+            lambda: ctx.ec2.get_console_output(InstanceId=old),
+            "ec2 GetConsoleOutput",
+        ),
+        (
+            "instance-status.json",
+            lambda: ctx.ec2.describe_instance_status(InstanceIds=[old], IncludeAllInstances=True),
+            "ec2 DescribeInstanceStatus",
+        ),
+    ):
+        data: Any
+        try:
+            with aws_errors(what, f"instance {old}"):
+                data = call()
+        except AwsError as exc:  # a bundle records what it could not read, and goes on
+            data = {"error": str(exc)}
+        (folder / name).write_text(json.dumps(data, indent=2, default=str))
+    try:
+        with _engine(ctx, journal, "master") as master:
+            for service in (sidecar.SERVICE, sidecar.GITLAB):
+                (folder / f"{service}.log").write_text(master.logs(service, lines=2000))
+    except OpsError as exc:
+        (folder / "hosts.txt").write_text(f"the old master's host did not answer: {exc}\n")
+    return str(folder)
+
+
+def report(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    """The last step: the promotion is done; the post-mortem bundle is saved."""
+    journal.data["done"] = True
+    return {"postmortem": postmortem(ctx, journal)}
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: its name, its plan text from the view and flags, and its function."""
+
+    name: str
+    plan: Callable[[View, Flags], str]
+    run: Callable[[Context, Journal, View], dict[str, Any]]
+
+
+def _stop_plan(view: View, flags: Flags) -> str:
+    if not view.master_reachable:
+        return f"skipped: {view.master_error}"
+    return "final pass with GitLab stopped" if flags.planned else "stop the master's sync"
+
+
+def _age(view: View) -> str:
+    return f"{view.snapshot_age:.0f} s old" if view.snapshot_age is not None else "none"
+
+
+TABLE: tuple[Step, ...] = (
+    Step(
+        "preflight",
+        lambda v, f: (
+            f"slave {v.slave_id}: {v.slave_health}; image {v.slave_image}; "
+            f"gitlab-secrets.json {'present' if v.secrets_present else 'MISSING'}"
+        ),
+        preflight,
+    ),
+    Step(
+        "freshness",
+        lambda v, f: (
+            f"newest snapshot {v.snapshot} ({_age(v)}); master last heard "
+            f"{iso(v.last_contact) if v.last_contact else 'never'}"
+        ),
+        freshness,
+    ),
+    Step("stop-master-sync", _stop_plan, stop_master_sync),
+    Step(
+        "fence-master",
+        lambda v, f: (
+            f"{v.master_id}: {OPEN_GROUP} -> {SLAVE_GROUP}"
+            + ("; its GitLab stopped, restart policy no" if v.master_reachable else "")
+        ),
+        fence_master,
+    ),
+    Step(
+        "start-slave-gitlab",
+        lambda v, f: (
+            "the receiver moved to the new epoch (it refuses the old master); restore the "
+            "newest snapshot into GITLAB_HOME; start GitLab; wait until healthy"
+        ),
+        start_slave_gitlab,
+    ),
+    Step("open-slave", lambda v, f: f"{v.slave_id}: {SLAVE_GROUP} -> {OPEN_GROUP}", open_slave),
+    Step(
+        "move-address-and-tags",
+        lambda v, f: (
+            f"Elastic IP -> {v.slave_id}; epoch {v.epoch} -> {v.epoch + 1}; "
+            f"{v.master_id} tagged {FENCED}"
+        ),
+        move_address_and_tags,
+    ),
+    Step("report", lambda v, f: "RTO, RPO, steps, what is left; post-mortem bundle", report),
+)
+
+STEPS = tuple(step.name for step in TABLE)
+"""The steps' names, in order."""
+
+
+def plan_lines(view: View, journal: Journal | None, flags: Flags) -> list[str]:
+    """The plan, with what is known of each step (``--dry-run`` and the confirmation)."""
+    out = [f"promote slave {view.slave_id} to master (epoch {view.epoch} -> {view.epoch + 1})"]
+    for index, step in enumerate(TABLE, 1):
+        mark = "done" if journal and journal.done(step.name) else "    "
+        out.append(f"  {index}. {mark} {step.name:24} {step.plan(view, flags)}")
+    return out
