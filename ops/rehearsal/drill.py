@@ -13,7 +13,10 @@ taken back as the new slave (``inv rebuild-slave --reuse``), and the new pair sy
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
+import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,19 +26,56 @@ from typing import Any, TypeVar
 
 import docker
 
+from gitlab_sync.config import iso
+from gitlab_sync.status import PassSummary, moment
+from gitlab_sync.waits import wait_until
 from ops import settings as settings_mod
 from ops.aws import client as aws
 from ops.aws import inventory
+from ops.aws.writer import Ec2Writer
+from ops.checks import Check
 from ops.dr import pair, promote, rebuild, sidecar, topology
 from ops.errors import OpsError
 from ops.hosts.engine import Engine
 from ops.progress import Progress
-from ops.rehearsal import load, sandbox
+from ops.rehearsal import load, prometheus, sandbox, teardown
 from ops.rehearsal import standin as gl
-from ops.rehearsal.verify import Check
+from ops.rehearsal.commands import inv
+from ops.rehearsal.layout import SandboxLayout, State
 from ops.settings import Settings
 
 T = TypeVar("T")
+
+RECEIVER_REFUSALS = (
+    re.compile(r"refused: sender epoch \d+ is not this slave's epoch \d+ \(fenced\)"),
+    re.compile(r"refused: this sidecar is not a slave[^;]*"),
+)
+"""What a slave's receiver says when it turns a sender away (``gitlab_sync.receiver``), as the
+sender reports it in its pass's error: "the slave at ADDRESS refused: ..."."""
+
+
+def receiver_refusal(error: str) -> str:
+    """The receiver's own words of refusal in a pass's error, or "" when it holds none (a
+    timeout, an unreachable host, no receiver listening, a key refused by sshd)."""
+    found = next((m for m in (p.search(error) for p in RECEIVER_REFUSALS) if m), None)
+    return found.group(0) if found else ""
+
+
+def fenced_in_status(done: subprocess.CompletedProcess[str], instance_id: str) -> Check:
+    """The drill's check that ``inv status --json`` (run as ``done``) lists the instance as
+    fenced: its check ``fenced <id>`` is there and passes."""
+    name, wanted = "inv status shows it fenced", f"fenced {instance_id}"
+    try:
+        data = json.loads(done.stdout)
+        checks = [c for c in data.get("checks", []) if isinstance(c, dict)]
+    except (ValueError, AttributeError):
+        said = (done.stderr.strip().splitlines() or ["nothing on stderr"])[-1]
+        return Check(name, False, f"inv status --json exited {done.returncode}, no JSON: {said}")
+    found = next((c for c in checks if c.get("name") == wanted), None)
+    if found is None:
+        return Check(name, False, f"inv status (exit {done.returncode}) has no check {wanted!r}")
+    ok = found.get("ok") is True
+    return Check(name, ok, f"{wanted} {'ok' if ok else 'FAILED'}: {found.get('detail', '')}")
 
 
 class DrillError(OpsError):
@@ -91,6 +131,7 @@ class Drill:
         self.load_seconds = load_seconds
         self.random = random.Random(seed)  # noqa: S311 - when to kill, not a secret
         self.report = DrillReport()
+        self.revived_at = dt.datetime.now(dt.UTC)  # set again when the old master revives
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -107,14 +148,19 @@ class Drill:
         self.report.verifications.append(Check(name, ok, detail))
         self.progress(f"{'pass' if ok else 'FAIL'} {name}: {detail}")
 
+    @property
+    def layout(self) -> SandboxLayout:
+        return SandboxLayout(self.directory.resolve())
+
     def settings(self) -> Settings:
-        layout = sandbox.Layout(self.directory.resolve())
-        return settings_mod.load({}, env_file=layout.env_file)
+        return settings_mod.load({}, env_file=self.layout.env_file)
 
     def side(self, settings: Settings, instance_id: str, role: inventory.Role) -> topology.Side:
         state = inventory.describe_pair(settings, aws.ec2_client(settings))
         host = next(h for h in state.hosts if h.instance_id == instance_id)
-        return topology.instance_side(role, settings, host.instance_id, host.public_ip)
+        return topology.instance_side(
+            role, settings, host.instance_id, host.public_ip, host.private_ip
+        )
 
     def run(self) -> DrillReport:
         state = self.timed("sandbox up", lambda: sandbox.up(self.directory, self.progress))
@@ -135,8 +181,13 @@ class Drill:
             with self.step("load until the master dies"):
                 writer.start()
                 time.sleep(self.load_seconds * self.random.uniform(0.4, 1.0))
+                prom = prometheus.Prometheus(state.prometheus_pid, state.prometheus_url)
+                slave_name = self.instance_name(old_slave)
+                firing_before = prom.firing(prometheus.LAG_ALERT)
                 self.kill_master(settings, old_master)
                 written = writer.stop()
+        with self.step("lag alert fires"):
+            self.check_lag_alert(prom, slave_name, firing_before)
         self.report.written = {
             "commits": len(written.commits),
             "rows": len(written.rows),
@@ -158,7 +209,7 @@ class Drill:
             ),
             None,
         )
-        before = promote._parse(snapshot_started) or dt.datetime.now(dt.UTC)
+        before = moment(str(snapshot_started or "")) or dt.datetime.now(dt.UTC)
 
         new_master = self.side(settings, old_slave, "master")
         with (
@@ -182,7 +233,25 @@ class Drill:
             rebuild.rebuild_slave(settings, self.progress, reuse=old_master, timeout=300)
         with self.step("check the new pair syncs"):
             self.check_new_pair(settings, url, old_slave, old_master)
+        with self.step("Prometheus shows the new pair"):
+            names = self.instance_name(old_slave), self.instance_name(old_master)
+            found = prometheus.shows_roles(prom, *names, timeout=120)
+            self.check(found.name, found.ok, found.detail)
         return self.report
+
+    def check_lag_alert(
+        self, prom: prometheus.Prometheus, slave: str, before: list[dict[str, str]]
+    ) -> None:
+        """The lag alert was quiet before the master died, and fires for the slave after."""
+        fired = prometheus.alert_fired(
+            prom, prometheus.LAG_ALERT, slave, timeout=prometheus.SANDBOX_LAG_ALERT + 60
+        )
+        quiet_before = not any(a.get("instance") == slave for a in before)
+        self.check(
+            fired.name,
+            fired.ok and quiet_before,
+            fired.detail + ("" if quiet_before else "; but it fired before the master died"),
+        )
 
     def kill_master(self, settings: Settings, instance_id: str) -> None:
         """SIGKILL the master's containers, silence its host, and tell AWS it stopped."""
@@ -193,25 +262,24 @@ class Drill:
             filters={"label": f"com.docker.compose.project={project}"}
         ):
             container.kill(signal="SIGKILL")
-        layout = sandbox.Layout(self.directory.resolve())
         name = self.instance_name(instance_id)
-        client.containers.get(layout.container(name)).pause()
-        aws.ec2_client(settings).stop_instances(InstanceIds=[instance_id])
+        client.containers.get(self.layout.container(name)).pause()
+        Ec2Writer(settings, aws.ec2_client(settings)).stop_instance(instance_id)
         self.progress(f"master {instance_id} killed: containers SIGKILLed, host silent, stopped")
 
     def instance_name(self, instance_id: str) -> str:
-        layout = sandbox.Layout(self.directory.resolve())
-        record = sandbox.State.load(layout)
-        if record is None:
-            raise DrillError(f"no sandbox in {layout.root}")
-        return str(next(i["name"] for i in record.instances if i["instance_id"] == instance_id))
+        record = State.load(self.layout)
+        name = record.instance_name(instance_id) if record else None
+        if name is None:
+            raise DrillError(f"no instance {instance_id} in the sandbox in {self.layout.root}")
+        return name
 
     def revive(self, settings: Settings, instance_id: str) -> None:
         """The old master's host comes back, as after a reboot: engine, sidecar, GitLab."""
-        aws.ec2_client(settings).start_instances(InstanceIds=[instance_id])
-        layout = sandbox.Layout(self.directory.resolve())
+        self.revived_at = dt.datetime.now(dt.UTC)
+        Ec2Writer(settings, aws.ec2_client(settings)).start_instance(instance_id)
         client = docker.from_env()
-        client.containers.get(layout.container(self.instance_name(instance_id))).unpause()
+        client.containers.get(self.layout.container(self.instance_name(instance_id))).unpause()
         side = self.side(settings, instance_id, "master")
         for container in client.containers.list(
             all=True, filters={"label": f"com.docker.compose.project={side.settings.project_name}"}
@@ -220,27 +288,14 @@ class Drill:
         self.progress(f"old master {instance_id} is back, its sidecar running")
 
     def check_fenced(self, settings: Settings, old_master: str, new_master: str) -> None:
-        """The old master tries to send (its sidecar resumes); zero bytes reach the new master."""
+        """The old master tries to send (its sidecar resumes): a receiver refuses it, zero bytes
+        reach the new master, and ``inv status`` lists it as fenced."""
         new = self.side(settings, new_master, "master")
         old = self.side(settings, old_master, "master")
         with Engine.open(new.host, new.settings) as engine:
             before = sidecar.run(engine, "manifest", "/sync", "--digest").strip()
         with Engine.open(old.host, old.settings) as engine:
-            deadline = time.monotonic() + 60
-            status: dict[str, Any] = {}
-            while time.monotonic() < deadline:
-                status = sidecar.run_json(engine, "status")
-                error = str((status.get("last_pass") or {}).get("error") or "")
-                if "the slave at" in error:  # it got as far as sending, and was turned away
-                    break
-                time.sleep(1)
-            attempt = status.get("last_pass") or {}
-        error = str(attempt.get("error") or "")
-        self.check(
-            "old master's sending refused",
-            "the slave at" in error,
-            error or str(attempt.get("outcome") or "no attempt seen"),
-        )
+            self.check_refused(engine)
         with Engine.open(new.host, new.settings) as engine:
             after = sidecar.run(engine, "manifest", "/sync", "--digest").strip()
         self.check(
@@ -250,13 +305,44 @@ class Drill:
             if before == after
             else "the new master's sync area changed",
         )
-        state = inventory.describe_pair(settings, aws.ec2_client(settings))
-        fenced = [h for h in state.with_role(inventory.FENCED) if h.instance_id == old_master]
-        self.check(
-            "inv status shows it fenced",
-            bool(fenced),
-            f"{old_master} tagged Role={inventory.FENCED}" if fenced else "not tagged fenced",
-        )
+        try:
+            done = inv("status", "--json", env_file=self.layout.env_file, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.check("inv status shows it fenced", False, f"inv status --json: {exc}")
+            return
+        found = fenced_in_status(done, old_master)
+        self.check(found.name, found.ok, found.detail)
+
+    def check_refused(self, old_master: Engine, timeout: float = 60.0) -> None:
+        """A pass the old master began after its revival is refused by the receiver itself."""
+        seen: list[PassSummary | None] = [None]
+
+        def refused() -> str:
+            """The error of a pass refused by the receiver since the revival ("" for none)."""
+            last = seen[0] = sidecar.status(old_master).last_pass
+            if last is None or not receiver_refusal(last.error):
+                return ""
+            started = last.started
+            return last.error if started is None or started >= self.revived_at else ""
+
+        def last_seen() -> str:
+            last = seen[0]
+            if last is None:
+                return "no pass seen"
+            return f"its last pass, {last.outcome or last.phase}: {last.error or 'no error'}"
+
+        try:
+            error = wait_until(
+                refused,
+                timeout=timeout,
+                what="a receiver's refusal of the old master's pass",
+                interval=1.0,
+                detail=last_seen,
+            )
+        except TimeoutError as exc:
+            self.check("old master's sending refused", False, str(exc))
+            return
+        self.check("old master's sending refused", True, error)
 
     def check_new_pair(self, settings: Settings, url: str, master: str, slave: str) -> None:
         pushed_at = dt.datetime.now(dt.UTC)
@@ -267,23 +353,25 @@ class Drill:
             files={"after.txt": b"the new pair syncs\n"},
         )
         side = self.side(settings, slave, "slave")
+
         with Engine.open(side.host, side.settings) as engine:
-            deadline = time.monotonic() + 120
-            started = None
-            while time.monotonic() < deadline:
-                last = sidecar.run_json(engine, "status").get("last_complete") or {}
-                started = promote._parse(last.get("started_at"))
-                if started and started > pushed_at:
-                    break
-                time.sleep(1)
-        ok = started is not None and started > pushed_at
+
+            def after_push() -> str:
+                """When the newest snapshot's pass began, if after the push ("" if not)."""
+                started = sidecar.status(engine).newest_started
+                return iso(started) if started and started > pushed_at else ""
+
+            try:
+                started = wait_until(
+                    after_push, timeout=120, what="a complete pass after the push", interval=1.0
+                )
+            except TimeoutError:
+                self.check("the new pair syncs", False, "no complete pass after the push")
+                return
         self.check(
             "the new pair syncs",
-            ok,
-            f"commit {sha[:10]} pushed to the new master is in a snapshot started "
-            f"{promote._iso(started)}"
-            if ok
-            else "no complete pass after the push",
+            True,
+            f"commit {sha[:10]} pushed to the new master is in a snapshot started {started}",
         )
 
 
@@ -297,7 +385,16 @@ def drill(
     """Run the rehearsal; the sandbox is removed at the end unless ``keep``."""
     runner = Drill(directory, progress, load_seconds, seed)
     try:
-        return runner.run()
-    finally:
-        if not keep:
-            sandbox.down(directory, lambda _line: None)
+        report = runner.run()
+    except BaseException:
+        if not keep:  # the drill's own error goes on; what could not be removed is said
+            for line in teardown.remove_all(directory, lambda _line: None).left:
+                progress(line)
+        raise
+    if not keep:
+        left = teardown.remove_all(directory, lambda _line: None).left
+        for line in left:
+            progress(line)
+        if left:
+            raise DrillError(f"the drill's sandbox in {directory} is not all removed")
+    return report

@@ -34,7 +34,7 @@ from ops.aws import client as aws
 from ops.aws import inventory
 from ops.aws.inventory import OPEN_GROUP, SLAVE_GROUP, PairState
 from ops.errors import OpsError
-from ops.hosts.engine import parse_host
+from ops.hosts.ssh import parse_host
 from ops.settings import Settings
 
 PORTS = {"http": "gitlab_http_port", "ssh": "gitlab_ssh_port"}

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from docker.models.containers import Container
 
+from ops.checks import Check
 from ops.errors import OpsError
 from ops.rehearsal import standin as gl
-from ops.rehearsal.verify import Check, check_repositories, check_rows
+from ops.rehearsal.verify import check_repositories, check_rows
 
 TABLE = "drill_rows"
 
@@ -118,8 +119,8 @@ def verify(url: str, gitlab: Container, written: Written, before: dt.datetime) -
     """Check through ``url`` that every write acknowledged before ``before`` survived.
 
     Clones and uploads go through the public address (what users reach); rows and repositories
-    are checked in the container with :mod:`ops.verify`'s checks, the same the consistency tests
-    run on a started copy.
+    are checked in the container with :mod:`ops.rehearsal.verify`'s checks, the same the
+    consistency tests run on a started copy.
     """
     out: list[Check] = []
     work = Path(tempfile.mkdtemp(prefix="gitlab-dr-verify-"))

@@ -13,7 +13,6 @@ local engine and on a host's engine over ``ssh://``. The host's own ``git`` runs
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -24,11 +23,12 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from docker.models.containers import Container
 
+from ops.dr import readiness as probes
 from ops.errors import OpsError
+from ops.rehearsal.local import DockerFailure
 
 REPOSITORIES = "/var/opt/gitlab/git-data/repositories"
 """Where GitLab (and the stand-in) keep bare repositories in the container."""
@@ -54,70 +54,19 @@ class GitLabNotReady(GitLabClientError):
 # --- Probes ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """One answer of ``/-/readiness``: the HTTP status (0 when nothing answered) and body."""
-
-    status: int
-    body: Mapping[str, Any] | None = None
-    error: str = ""
-
-    @property
-    def ready(self) -> bool:
-        """GitLab's own test: HTTP 200 and ``"status": "ok"``."""
-        return self.status == 200 and self.body is not None and self.body.get("status") == "ok"
-
-    @property
-    def reason(self) -> str:
-        """Why it is not ready, in a sentence (empty when ready)."""
-        if self.ready:
-            return ""
-        if self.status == 0:
-            return f"no answer ({self.error})" if self.error else "no answer"
-        messages = []
-        for name, results in (self.body or {}).items():
-            if not isinstance(results, list):
-                continue
-            for result in results:
-                if isinstance(result, dict) and result.get("status") != "ok":
-                    messages.append(f"{name}: {result.get('message', 'failed')}")
-        detail = "; ".join(messages) or self.error or "no reason given"
-        return f"HTTP {self.status}: {detail}"
-
-
-def _request(
-    url: str, method: str = "GET", data: bytes | None = None, timeout: float = 10.0
-) -> tuple[int, bytes]:
-    """One HTTP request; returns (status, body) for any HTTP answer, raises OSError otherwise."""
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (http only)
-    if data is not None:
-        request.add_header("Content-Type", "application/octet-stream")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return int(response.status), bytes(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code), bytes(exc.read())
+Readiness = probes.Readiness
+"""One answer of ``/-/readiness`` (:class:`ops.dr.readiness.Readiness`)."""
 
 
 def readiness(base_url: str, timeout: float = 5.0, all_checks: bool = True) -> Readiness:
     """Ask ``/-/readiness`` once (with ``?all=1``: every check and its message)."""
-    url = f"{base_url.rstrip('/')}/-/readiness" + ("?all=1" if all_checks else "")
-    try:
-        status, raw = _request(url, timeout=timeout)
-    except OSError as exc:
-        return Readiness(0, error=str(exc))
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return Readiness(status, error=raw.decode(errors="replace")[:200])
-    return Readiness(status, body if isinstance(body, dict) else None)
+    return probes.readiness(base_url, timeout, all_checks)
 
 
 def health(base_url: str, timeout: float = 5.0) -> int:
     """The HTTP status of ``/-/health`` (0 when nothing answered)."""
     try:
-        status, _ = _request(f"{base_url.rstrip('/')}/-/health", timeout=timeout)
+        status, _ = probes.http_request(f"{base_url.rstrip('/')}/-/health", timeout=timeout)
     except OSError:
         return 0
     return status
@@ -136,18 +85,15 @@ def wait_ready(
 
     Raises :class:`GitLabNotReady` with the last reason once ``timeout`` has passed.
     """
-    ask = probe or (lambda: readiness(base_url, timeout=min(5.0, max(timeout, 0.1))))
-    start = clock()
-    while True:
-        answer = ask()
-        if answer.ready:
-            return clock() - start
-        waited = clock() - start
-        if waited >= timeout:
-            raise GitLabNotReady(
-                f"GitLab at {base_url} not ready after {waited:.0f} s: {answer.reason}"
-            )
-        sleep(min(interval, max(timeout - waited, 0.0)))
+    return probes.wait_ready(
+        base_url,
+        timeout,
+        interval=interval,
+        probe=probe,
+        clock=clock,
+        sleep=sleep,
+        error=GitLabNotReady,
+    )
 
 
 # --- git over HTTP, with the host's git ----------------------------------------------------
@@ -246,7 +192,7 @@ def _upload_url(base_url: str, path: str) -> str:
 def put_upload(base_url: str, path: str, data: bytes, timeout: float = 60.0) -> int:
     """Store ``data`` at ``uploads/<path>``; returns 201 (created) or 204 (replaced)."""
     try:
-        status, body = _request(_upload_url(base_url, path), "PUT", data, timeout)
+        status, body = probes.http_request(_upload_url(base_url, path), "PUT", data, timeout)
     except OSError as exc:
         raise GitLabClientError(f"PUT uploads/{path} failed: {exc}") from exc
     if status not in (201, 204):
@@ -257,7 +203,7 @@ def put_upload(base_url: str, path: str, data: bytes, timeout: float = 60.0) -> 
 def get_upload(base_url: str, path: str, timeout: float = 60.0) -> bytes | None:
     """The bytes at ``uploads/<path>``, or None when there is no such upload."""
     try:
-        status, body = _request(_upload_url(base_url, path), timeout=timeout)
+        status, body = probes.http_request(_upload_url(base_url, path), timeout=timeout)
     except OSError as exc:
         raise GitLabClientError(f"GET uploads/{path} failed: {exc}") from exc
     if status == 404:
@@ -271,8 +217,8 @@ def get_upload(base_url: str, path: str, timeout: float = 60.0) -> bytes | None:
 
 
 @dataclass(frozen=True)
-class ExecResult:
-    """What a command in the container did."""
+class CommandResult:
+    """What a command in the GitLab container did: its exit code and its output (both streams)."""
 
     argv: tuple[str, ...]
     code: int
@@ -283,14 +229,14 @@ class ExecResult:
         return self.code == 0
 
 
-def run_in(container: Container, argv: Sequence[str], *, user: str = "root") -> ExecResult:
+def run_in(container: Container, argv: Sequence[str], *, user: str = "root") -> CommandResult:
     """Run ``argv`` in the container as ``user``; returns its exit code and output."""
     try:
         code, output = container.exec_run(list(argv), user=user)
-    except Exception as exc:  # the SDK raises APIError, requests' errors, OSError...
+    except (*DockerFailure, OSError) as exc:
         raise GitLabClientError(f"docker exec {' '.join(argv)} failed: {exc}") from exc
     text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
-    return ExecResult(tuple(argv), int(code if code is not None else -1), text)
+    return CommandResult(tuple(argv), int(code if code is not None else -1), text)
 
 
 def check_in(container: Container, argv: Sequence[str], *, user: str = "root") -> str:

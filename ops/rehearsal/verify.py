@@ -4,7 +4,8 @@ Run against a GitLab container (the stand-in, or Omnibus for the parts they shar
 prepared copy of a snapshot: readiness goes green, PostgreSQL is out of recovery, the rows and
 commits and uploads acknowledged before a moment are all there, every repository is connected
 (``git fsck --connectivity-only``) and every ref resolves. Like ``barman check``: each check
-has a name, a result, what was seen and a hint; :attr:`Report.ok` is the verdict.
+has a name, a result, what was seen and a hint (:class:`ops.checks.Check`);
+:attr:`Verification.ok` is the verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from docker.models.containers import Container
 
+from ops.checks import Check
 from ops.errors import OpsError
 from ops.rehearsal import standin as gl
 
@@ -48,14 +50,6 @@ class VerifyError(OpsError):
 
 
 @dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    hint: str = ""
-
-
-@dataclass(frozen=True)
 class Expectation:
     """What must be in the copy: what was acknowledged before the snapshot's pass began.
 
@@ -73,7 +67,9 @@ class Expectation:
 
 
 @dataclass(frozen=True)
-class Report:
+class Verification:
+    """Every check run on one copy, in order."""
+
     checks: tuple[Check, ...]
 
     @property
@@ -219,7 +215,7 @@ def verify(
     expect: Expectation,
     ready_timeout: float = 120.0,
     log: Callable[[str], None] = lambda _m: None,
-) -> Report:
+) -> Verification:
     """Every check, in order; readiness first (the others need PostgreSQL up)."""
     checks = [check_ready(base_url, ready_timeout)]
     log(checks[-1].detail)
@@ -231,4 +227,4 @@ def verify(
         checks.append(check_commits(container, expect.commits, expect.branch))
     if expect.uploads:
         checks.append(check_uploads(container, expect.uploads))
-    return Report(tuple(checks))
+    return Verification(tuple(checks))

@@ -15,14 +15,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import docker
 import pytest
 
+from gitlab_sync.waits import wait_until
 from ops.aws.client import boto_session
+from ops.rehearsal.layout import LABEL, NAMES, SandboxLayout
+from ops.rehearsal.local import base_image, remove_container, volumes_of
 from tests.integration.tasks_cli import inv
 
 if TYPE_CHECKING:
@@ -34,11 +38,7 @@ STANDIN = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
 
 
 def _wait_until(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.25)
+    wait_until(check, timeout=timeout, what=what, interval=0.25, error=AssertionError)
 
 
 def _http_status(url: str) -> int:
@@ -110,11 +110,34 @@ class Listener:
         self.sock.close()
 
 
-@pytest.fixture
-def sandbox_dir(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "sandbox"
-    yield where
-    inv("sandbox.down", "--directory", str(where))  # a safety net when the test failed
+@dataclass
+class Footprint:
+    """A sandbox's containers, networks and volumes (named, and anonymous ones its containers
+    have) on the engine, found by its labels."""
+
+    containers: set[str] = field(default_factory=set)
+    networks: set[str] = field(default_factory=set)
+    volumes: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, directory: Path) -> Footprint:
+        client, layout, found = docker.from_env(), SandboxLayout(directory.resolve()), cls()
+        labels = [f"{LABEL}={layout.root}"]
+        labels += [f"com.docker.compose.project={layout.stack(name)}" for name in NAMES]
+        for label in labels:
+            by_label: dict[str, str | list[str] | bool] = {"label": label}
+            for container in client.containers.list(all=True, filters=by_label):
+                found.containers.add(str(container.name))
+                found.volumes.update(volumes_of(container))
+            found.networks.update(str(n.name) for n in client.networks.list(filters=by_label))
+            found.volumes.update(str(v.name) for v in client.volumes.list(filters=by_label))
+        return found
+
+
+def _volumes(*, dangling: bool = False) -> set[str]:
+    """``docker volume ls``: every volume on the engine now (or those no container uses)."""
+    filters = {"dangling": True} if dangling else {}
+    return {str(v.name) for v in docker.from_env().volumes.list(filters=filters)}
 
 
 def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
@@ -222,6 +245,27 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     assert "nothing to remove" in twice.stdout
 
 
+def test_sandbox_up_pair_and_down_leave_no_container_network_or_volume_of_it(
+    sandbox_dir: Path,
+) -> None:
+    before = _volumes()
+    up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
+    assert up.returncode == 0, up.stdout + up.stderr
+    # The pair's stacks: containers, a network and a volume each (the sidecar's /state).
+    paired = inv("pair", env_file=Path(json.loads(up.stdout)["env_file"]))
+    assert paired.returncode == 0, paired.stdout + paired.stderr
+    seen = Footprint.of(sandbox_dir)
+    assert seen.containers and seen.networks and seen.volumes, seen
+
+    down = inv("sandbox.down", "--directory", str(sandbox_dir))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert Footprint.of(sandbox_dir) == Footprint()
+    made_here = _volumes() - before
+    assert not made_here & seen.volumes, made_here & seen.volumes
+    # Nor is any other volume made during the test left unused (a one-off container's, say).
+    assert not _volumes(dangling=True) & made_here, _volumes(dangling=True) & made_here
+
+
 def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
     sandbox_dir: Path,
 ) -> None:
@@ -251,3 +295,34 @@ def test_sandbox_down_without_its_record_still_removes_everything(sandbox_dir: P
         all=True, filters={"label": f"gitlab-dr.sandbox={sandbox_dir}"}
     )
     assert not _processes_mentioning(str(sandbox_dir))
+
+
+def test_sandbox_down_names_what_it_could_not_remove_and_fails_until_it_can(
+    sandbox_dir: Path,
+) -> None:
+    client = docker.from_env()
+    stack = SandboxLayout(sandbox_dir.resolve()).stack("a")
+    volume = client.volumes.create(
+        f"{stack}_sync-state", labels={"com.docker.compose.project": stack}
+    )
+    # A container outside the sandbox holds the stack's volume: the engine refuses to remove it.
+    holder = client.containers.create(
+        base_image(), ["true"], volumes={str(volume.name): {"bind": "/state", "mode": "rw"}}
+    )
+    try:
+        held = inv("sandbox.down", "--directory", str(sandbox_dir))
+        assert held.returncode == 1, held.stdout + held.stderr
+        left = [line for line in held.stdout.splitlines() if "could not remove" in line]
+        assert len(left) == 1 and left[0].startswith(
+            f"sandbox: could not remove volume {volume.name}: "
+        ), held.stdout
+        assert held.stderr.strip().splitlines() == [
+            f"error: sandbox.down left 1 thing(s) of the sandbox in {sandbox_dir.resolve()} "
+            "(each named above); free them and run it again"
+        ]
+    finally:
+        remove_container(holder)
+    freed = inv("sandbox.down", "--directory", str(sandbox_dir))
+    assert freed.returncode == 0, freed.stdout + freed.stderr
+    assert f"removed volume {volume.name}" in freed.stdout
+    assert not client.volumes.list(filters={"label": f"com.docker.compose.project={stack}"})

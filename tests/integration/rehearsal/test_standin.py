@@ -2,7 +2,7 @@
 
 Every container starts on empty volumes (the image's anonymous volumes), as a new Omnibus
 container does. The image is built by ``make images`` (gitlab-dr/gitlab-standin:local, or
-$STANDIN_IMAGE).
+$STANDIN_IMAGE). ``gitlab`` (conftest.py) is one stand-in shared by the module's tests.
 """
 
 from __future__ import annotations
@@ -12,87 +12,18 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
 import pytest
-from docker.models.containers import Container
-from testcontainers.core.container import DockerContainer
 
+from gitlab_sync.waits import wait_until
 from ops.rehearsal import standin as gl
 from ops.rehearsal.standin import GitLabClientError
+from tests.integration.rehearsal.standin_container import StandIn, standin
 
 pytestmark = pytest.mark.integration
 
-STANDIN_IMAGE = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
-READY_TIMEOUT = 60.0
 READY_BODY = {"status": "ok", "master_check": [{"status": "ok"}]}
-
-
-@dataclass
-class StandIn:
-    """A running stand-in container and its published HTTP address."""
-
-    tc: DockerContainer
-
-    @property
-    def container(self) -> Container:
-        container: Container = self.tc.get_wrapped_container()
-        container.reload()
-        return container
-
-    @property
-    def url(self) -> str:
-        # Asked each time: a restart may publish port 80 on another host port.
-        return f"http://{self.tc.get_container_host_ip()}:{self.tc.get_exposed_port(80)}"
-
-    def run(self, *argv: str, user: str = "root") -> gl.ExecResult:
-        return gl.run_in(self.container, argv, user=user)
-
-    def check(self, *argv: str, user: str = "root") -> str:
-        return gl.check_in(self.container, argv, user=user)
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> float:
-        return gl.wait_ready(self.url, timeout)
-
-    def logs(self, service: str) -> str:
-        """Everything svlogd kept for a service (finished files, then `current`)."""
-        return self.check(
-            "sh",
-            "-c",
-            f"cat /var/log/gitlab/{service}/@* /var/log/gitlab/{service}/current 2>/dev/null; true",
-        )
-
-
-@contextmanager
-def standin(env: Mapping[str, str] | None = None) -> Iterator[StandIn]:
-    try:
-        docker.from_env().images.get(STANDIN_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"image {STANDIN_IMAGE} is missing: run `make images`")
-    tc = DockerContainer(STANDIN_IMAGE).with_exposed_ports(80)
-    tc.with_name(f"gitlab-dr-test-standin-{uuid.uuid4().hex[:6]}")
-    if env:
-        tc.with_envs(**env)
-    with tc:
-        side = StandIn(tc)
-        try:
-            side.wait_ready()
-        except GitLabClientError:
-            print(tc.get_wrapped_container().logs().decode(errors="replace"))
-            raise
-        yield side
-
-
-@pytest.fixture(scope="module")
-def gitlab() -> Iterator[StandIn]:
-    """One stand-in shared by the tests that leave it as they found it."""
-    with standin() as side:
-        yield side
 
 
 # --- Probes --------------------------------------------------------------------------------
@@ -370,8 +301,10 @@ def test_wal_archiving_is_switched_on_through_gitlab_omnibus_config() -> None:
         gl.psql(side.container, "CREATE TABLE a AS SELECT generate_series(1, 100) AS n")
         segment = gl.psql(side.container, "SELECT pg_walfile_name(pg_current_wal_lsn())").strip()
         gl.psql(side.container, "SELECT pg_switch_wal()")
-        deadline = time.monotonic() + 20
-        while not side.run("test", "-f", f"{archive}/{segment}").ok:
-            assert time.monotonic() < deadline, f"{segment} was not archived"
-            time.sleep(0.2)
+        wait_until(
+            lambda: side.run("test", "-f", f"{archive}/{segment}").ok,
+            timeout=20,
+            what=f"{segment} archived",
+            interval=0.2,
+        )
         assert side.check("stat", "-c", "%U", f"{archive}/{segment}").strip() == "gitlab-psql"

@@ -9,7 +9,14 @@ import pytest
 from ops import settings as settings_mod
 from ops.dr.topology import resolve
 from ops.errors import SandboxError
-from ops.rehearsal.sandbox import STACK_PORTS, Instance, Layout, render_env, sandbox_values
+from ops.rehearsal.layout import (
+    STACK_PORTS,
+    Instance,
+    SandboxLayout,
+    State,
+    render_env,
+    sandbox_values,
+)
 from tests.unit.pairs import A, B, pair
 
 
@@ -20,7 +27,7 @@ def _instances() -> tuple[Instance, ...]:
     )
 
 
-def _values(layout: Layout) -> dict[str, str]:
+def _values(layout: SandboxLayout) -> dict[str, str]:
     return sandbox_values(
         layout,
         moto_url="http://127.0.0.1:5000",
@@ -33,7 +40,7 @@ def _values(layout: Layout) -> dict[str, str]:
 
 
 def test_the_sandbox_file_is_valid_settings_keyed_by_instance(tmp_path: Path) -> None:
-    layout = Layout(tmp_path / "sb")
+    layout = SandboxLayout(tmp_path / "sb")
     env = tmp_path / "sandbox.env"
     env.write_text(render_env(_values(layout), "written by a test\nsecond line"))
     loaded = settings_mod.load({}, env_file=env)
@@ -54,18 +61,24 @@ def test_the_sandbox_file_is_valid_settings_keyed_by_instance(tmp_path: Path) ->
 
 def test_every_sandbox_value_is_a_setting(tmp_path: Path) -> None:
     names = {spec.name for spec in settings_mod.SPECS}
-    assert set(_values(Layout(tmp_path))) <= names
+    assert set(_values(SandboxLayout(tmp_path))) <= names
 
 
 def test_two_folders_make_two_sandboxes_that_do_not_share_names(tmp_path: Path) -> None:
-    one, two = Layout(tmp_path / "one"), Layout(tmp_path / "two")
+    one, two = SandboxLayout(tmp_path / "one"), SandboxLayout(tmp_path / "two")
     assert one.project != two.project
     assert {one.stack("a"), one.stack("b"), one.container("a")}.isdisjoint(
         {two.stack("a"), two.stack("b"), two.container("a")}
     )
-    assert Layout(tmp_path / "one").stack("a") == one.stack("a")
+    assert SandboxLayout(tmp_path / "one").stack("a") == one.stack("a")
 
 
 def test_a_value_that_cannot_be_quoted_is_refused() -> None:
     with pytest.raises(SandboxError, match="cannot write"):
         render_env({"GITLAB_HOME": "/srv/it's"})
+
+
+def test_the_record_names_each_instance_by_its_id_and_knows_no_other(tmp_path: Path) -> None:
+    state = State(str(tmp_path), "p", instances=[{"name": "a", "instance_id": A}])
+    assert state.instance_name(A) == "a"
+    assert state.instance_name(B) is None

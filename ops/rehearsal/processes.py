@@ -1,0 +1,118 @@
+"""The sandbox's background processes (moto, the forwarder, Prometheus): start, find, stop.
+
+Each is started in a session of its own so that it outlives ``inv sandbox.up``; it is known by
+its pid and, so that a reused pid is never mistaken for it, by a word of its command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gitlab_sync.waits import wait_until
+from ops.rehearsal.layout import SandboxLayout
+
+MOTO = "moto.server"
+FORWARDER = "ops.rehearsal.forwarder"
+PROMETHEUS = "prometheus --config.file"
+"""The words of their command lines that say a process is the sandbox's."""
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (bound by the kernel's choice, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` (any status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - http://127.0.0.1 only
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def alive(pid: int, marker: str) -> bool:
+    """Whether ``pid`` runs and its command line holds ``marker`` (so it is ours, not reused)."""
+    if pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return status != "Z" and marker in cmdline
+
+
+def stop(pid: int, marker: str, timeout: float = 10.0) -> bool:
+    """Stop process ``pid`` (TERM, then KILL) if it is ours; True if it was running."""
+    if not alive(pid, marker):
+        return False
+    with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+        os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(
+            lambda: not alive(pid, marker), timeout=timeout, what=f"pid {pid}", interval=0.05
+        )
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not alive(pid, marker), timeout=5, what=f"pid {pid}", interval=0.05)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it when it was our own child (else: not our child)
+    return True
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str], cwd: Path) -> int:
+    """Start a process that outlives us (own session, no terminal), its output in ``log``."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def base_env() -> dict[str, str]:
+    """The few variables a background process keeps from ours (no AWS_*, no ENV_FILE)."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+    return {name: os.environ[name] for name in keep if name in os.environ}
+
+
+def strays(layout: SandboxLayout) -> list[tuple[int, str]]:
+    """The sandbox's processes that its record does not name (a lost or partial state.json):
+    its forwarder by ``--sandbox <folder>``, its moto server and Prometheus by their working
+    folders."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            words = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        argv = [w.decode(errors="replace") for w in words]
+        if FORWARDER in argv and str(layout.root) in argv:
+            found.append((int(proc.name), FORWARDER))
+        elif MOTO in argv and cwd in (str(layout.root), f"{layout.root} (deleted)"):
+            found.append((int(proc.name), MOTO))
+        elif PROMETHEUS in " ".join(argv) and cwd.startswith(str(layout.root)):
+            found.append((int(proc.name), PROMETHEUS))
+    return found
