@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.run import METRICS, QUICK, Bench, Sizes, metric_from_dict
+from bench.metric import METRICS, QUICK, Sizes, metric_from_dict
+from bench.run import Bench
 
 RESULTS = Path(__file__).with_name("results")
 

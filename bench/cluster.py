@@ -1,6 +1,6 @@
 """The benchmark's containers on the local Docker engine: volumes, one network, and boxes.
 
-Our pair is made exactly as the integration tests make it (``tests/integration/sync_pair``:
+Our pair is made exactly as the integration tests make it (``tests/integration/sidecar/sync_pair``:
 the real sidecar image, paired by its own CLI). The contenders run in an image built from the
 sidecar's (``images/bench-contenders``): the same rsync, OpenSSH and Python, plus Debian's lsyncd.
 Every contender's master reaches its slave through the same SSH options as our sidecar:
@@ -23,7 +23,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
 from ops.rehearsal.sandbox import tar_files
-from tests.integration.sidecar.sync_pair import Side, pair_up, start_sidecar, wait_for
+from tests.integration.sidecar.sync_pair import SidecarNode, pair_up, start_sidecar, wait_for
 
 CONTENDERS_IMAGE = "gitlab-dr/bench-contenders:local"
 PROBE = Path(__file__).with_name("probe.py")
@@ -40,7 +40,7 @@ SSH_OPTIONS = (
 SSH = f"ssh -i /root/.ssh/id_ed25519 {SSH_OPTIONS}"
 
 
-class Box(Side):
+class Box(SidecarNode):
     """A container the benchmark drives: commands, the probe, files, background jobs."""
 
     def probe(self, *args: str) -> Any:

@@ -239,7 +239,9 @@ def touch(root: Path, count: int, seed: int) -> dict[str, object]:
     return {"changed": len(chosen)}
 
 
-def _entries(root: Path) -> dict[str, tuple[object, ...]]:
+def entries(root: Path) -> dict[str, tuple[object, ...]]:
+    """What :func:`compare` compares of each entry under ``root``, by relative path: type,
+    mode, owner, size, mtime (not a directory's) and a small file's digest."""
     out: dict[str, tuple[object, ...]] = {}
     for folder, dirs, names in os.walk(root):
         for name in dirs + names:
@@ -267,7 +269,7 @@ def _entries(root: Path) -> dict[str, tuple[object, ...]]:
 
 def compare(a: Path, b: Path) -> dict[str, object]:
     """The differences between two trees (directory mtimes aside: a pass sets them later)."""
-    left, right = _entries(a), _entries(b)
+    left, right = entries(a), entries(b)
     differ = sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
     return {"entries": len(left), "differences": len(differ), "first": differ[:10]}
 

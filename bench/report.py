@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import stats
-from bench.run import Metric, Sizes
+from bench.metric import Metric, Sizes
 
 
 def machine() -> dict[str, Any]:

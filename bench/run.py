@@ -8,110 +8,17 @@ ratios hold even where the absolute figures are this machine's.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shlex
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import stats
-from bench.cluster import SSH, SSH_OPTIONS, Box, Cluster, cluster, start_rss
-from tests.integration.sidecar.sync_pair import wait_for
-
-Progress = Callable[[str], None]
-GIB = 1 << 30
-MIB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """What the benchmark measures at; the defaults are the issue's, ``QUICK`` a smoke run."""
-
-    files: int = 100_000
-    bytes: int = 5 * GIB
-    rate: float = 50.0  # file changes a second during the churn
-    seconds: float = 120.0  # how long the churn lasts
-    drain: float = 60.0  # how long to wait after the churn for the last changes to arrive
-    runs: int = 3  # repeats of each timed pass
-    changed: int = 100  # files changed before a change-triggered pass
-    memory_files: tuple[int, ...] = (100_000, 1_000_000)
-    rto_runs: int = 3
-    seed: int = 1
-    storage: str = "tmpfs"  # where the trees live: tmpfs, or disk (Docker volumes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "memory_files": list(self.memory_files)}
-
-
-QUICK = Sizes(
-    files=4_000,
-    bytes=64 * MIB,
-    rate=20.0,
-    seconds=10.0,
-    drain=30.0,
-    runs=2,
-    changed=20,
-    memory_files=(4_000,),
-    rto_runs=1,
-)
-
-METRICS = ("first-sync", "no-change", "changed", "lag", "snapshots", "memory", "rto")
-
-
-@dataclass
-class Metric:
-    """One figure with its competitors' from the same run, and whether it meets its target."""
-
-    name: str
-    size: str
-    value: float
-    unit: str
-    spread: dict[str, Any] = field(default_factory=dict)
-    competitors: dict[str, float] = field(default_factory=dict)
-    target: str = ""
-    met: bool | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "size": self.size,
-            "value": _finite(self.value),
-            "unit": self.unit,
-            "spread": self.spread,
-            "competitors": {k: _finite(v) for k, v in self.competitors.items()},
-            "target": self.target,
-            "met": self.met,
-            "detail": self.detail,
-        }
-
-
-def metric_from_dict(data: dict[str, Any]) -> Metric:
-    """A metric read back from ``latest.json`` (``null`` values are changes never seen)."""
-    inf = float("inf")
-    return Metric(
-        data["name"],
-        data["size"],
-        inf if data["value"] is None else float(data["value"]),
-        data["unit"],
-        data.get("spread", {}),
-        {k: inf if v is None else float(v) for k, v in data.get("competitors", {}).items()},
-        data.get("target", ""),
-        data.get("met"),
-        data.get("detail", {}),
-    )
-
-
-def _finite(value: float) -> float | None:
-    """JSON has no infinity: a change never seen is ``null``."""
-    return None if value in (float("inf"), float("-inf")) else round(value, 4)
-
-
-def tree_size(sizes: Sizes) -> str:
-    return f"{sizes.files:,} files, {sizes.bytes / GIB:.2f} GiB"
+from bench import scrape, stats
+from bench.cluster import Box, Cluster, cluster, start_rss
+from bench.contenders import bare_rsync, logged_passes, lsyncd_config, ours_config, passed_since
+from bench.metric import GIB, METRICS, MIB, Metric, Sizes, finite, tree_size
+from ops.progress import Progress
+from tests.integration.sidecar.sync_pair import wait_for, wait_idle
 
 
 class Bench:
@@ -129,7 +36,7 @@ class Bench:
         return any(name in self.only for name in names)
 
     def run(self) -> list[Metric]:
-        syncs = ("first-sync", "no-change", "changed", "lag", "snapshots", "memory")
+        syncs = ("first-sync", "no-change", "changed", "scrape", "lag", "snapshots", "memory")
         if self.want(*syncs):
             with cluster(self.sizes.storage) as c:
                 self.sync_metrics(c)
@@ -166,12 +73,14 @@ class Bench:
         writer = self.make_tree(c, source, s.files, s.bytes, 16 << 10)
         master, slave = c.our_pair(source, ours_sync, {}, prefix="ours")
         plain, plain_slave = c.plain_pair(source, replica)
-        self.configs["ours"] = _ours_config(master)
-        self.configs["rsync"] = shlex.join(_bare_rsync())
+        self.configs["ours"] = ours_config(master)
+        self.configs["rsync"] = shlex.join(bare_rsync())
 
         self.first_sync(master, slave, plain, plain_slave)
         if self.want("no-change", "changed"):
             self.passes(writer, master, plain)
+        if self.want("scrape"):
+            self.add(scrape.measure(master, writer, s))
         if self.want("lag", "snapshots"):
             probe = c.box("probe-ours", [(source, "/source", "rw"), (ours_sync, "/sync", "ro")])
             self.ours_lag(master, slave, probe)
@@ -199,7 +108,7 @@ class Bench:
                 peaks[side] = max(peaks[side], int(sampler.stop()["peak_kib"]))
             plain_slave.sh("rm -rf /replica/* /replica/.[!.]*", check=False)
             samplers = {"bare master": start_rss(plain), "bare slave": start_rss(plain_slave)}
-            bare.append(plain.timed(_bare_rsync()))
+            bare.append(plain.timed(bare_rsync()))
             for side, sampler in samplers.items():
                 peaks[side] = max(peaks.get(side, 0), int(sampler.stop()["peak_kib"]))
             self.progress(
@@ -267,10 +176,10 @@ class Bench:
         changed: list[float] = []
         for run in range(s.runs + 1):  # the first warms the caches and the connections
             took_ours = master.timed(["gitlab-sync", "pass"])
-            took_bare = plain.timed(_bare_rsync())
+            took_bare = plain.timed(bare_rsync())
             writer.probe("touch", "/source", str(s.changed), str(s.seed + run))
             took_changed = master.timed(["gitlab-sync", "pass"])
-            plain.timed(_bare_rsync())  # the plain replica takes the same changes
+            plain.timed(bare_rsync())  # the plain replica takes the same changes
             if run >= 1:
                 ours.append(took_ours)
                 bare.append(took_bare)
@@ -346,11 +255,12 @@ class Bench:
     def ours_lag(self, master: Box, slave: Box, probe: Box) -> None:
         since = dt.datetime.now(dt.UTC)
         master.sync("start")
-        wait_for(lambda: _passed_since(master, since), 600, "the sidecar's first pass", every=0.5)
+        wait_for(lambda: passed_since(master, since), 600, "the sidecar's first pass", every=0.5)
         self.churn(probe, "/sync/current", "ours")
-        wait_for(lambda: _idle(master), 120, "the sidecar to finish its passes", every=0.5)
+        # The churn's last events may start one more pass: stopped, it would be cut short.
+        wait_idle(master, timeout=120)
         master.sync("stop")
-        passes = _passes(master.container.logs(since=since).decode(errors="replace"))
+        passes = logged_passes(master.container.logs(since=since).decode(errors="replace"))
         found = self.verify(probe, "/sync/current", "ours")
         self.verified["ours"] = found
         if self.want("snapshots"):
@@ -398,7 +308,7 @@ class Bench:
 
     def lsyncd_lag(self, plain: Box, probe: Box, delay: int) -> None:
         name = f"lsyncd delay={delay}"
-        config = _lsyncd_config(delay)
+        config = lsyncd_config(delay)
         self.configs[name] = config
         plain.write("/etc/bench/lsyncd.conf.lua", config)
         plain.sh("rm -f /tmp/lsyncd.log")
@@ -415,7 +325,7 @@ class Bench:
 
     def loop_lag(self, plain: Box, probe: Box) -> None:
         name = "rsync loop (seed)"
-        rsync = shlex.join(_bare_rsync())
+        rsync = shlex.join(bare_rsync())
         script = f"n=0; while :; do {rsync}; n=$((n+1)); echo $n >/tmp/loops; sleep 1; done"
         self.configs[name] = script
         plain.sh("rm -f /tmp/loops")
@@ -425,7 +335,7 @@ class Bench:
         )
         self.churn(probe, "/replica", name)
         plain.sh("pkill -f 'while :'; pkill rsync", check=False)
-        plain.timed(_bare_rsync())  # whatever the killed run left half done
+        plain.timed(bare_rsync())  # whatever the killed run left half done
         self.verified[name] = self.verify(probe, "/replica", name)
 
     def lag_metric(self) -> None:
@@ -443,15 +353,15 @@ class Bench:
                 f"{tree_size(s)}; {s.rate:g} changes/s for {s.seconds:g} s",
                 ours.p99,
                 "s",
-                {"p50": _finite(ours.p50), "p99": _finite(ours.p99), "max": _finite(ours.max)},
+                {"p50": finite(ours.p50), "p99": finite(ours.p99), "max": finite(ours.max)},
                 competitors,
                 "p99 under 2 s and under lsyncd's at delay=1",
                 met,
                 {
                     name: {
-                        "p50": _finite(lag.p50),
-                        "p99": _finite(lag.p99),
-                        "max": _finite(lag.max),
+                        "p50": finite(lag.p50),
+                        "p99": finite(lag.p99),
+                        "max": finite(lag.max),
                         "changes": lag.changes,
                         "never_seen": lag.changes - lag.seen,
                     }
@@ -510,62 +420,3 @@ class Bench:
         self.results.append(metric)
         flag = {True: "met", False: "MISSED", None: ""}[metric.met]
         self.progress(f"result: {metric.name}: {metric.value:.2f} {metric.unit} {flag}".rstrip())
-
-
-def _bare_rsync() -> list[str]:
-    return ["rsync", "-a", "--delete", "-e", SSH, "/source/", "plain-slave:/replica/"]
-
-
-def _ours_config(master: Box) -> str:
-    tunables = master.sh("cat /state/tunables.json")
-    return f"gitlab-rsync sidecar defaults {tunables.strip()}; ssh {SSH_OPTIONS}"
-
-
-def _lsyncd_config(delay: int) -> str:
-    """lsyncd's rsync-over-SSH mode as its manual configures it, on our transport."""
-    options = dict(
-        re.findall(r"-o (\w+)=(\S+)", SSH_OPTIONS.replace("/run/bench-ssh", "/run/lsyncd-ssh"))
-    )
-    lua_options = ", ".join(f'{k} = "{v}"' for k, v in options.items())
-    return (
-        "settings {\n"
-        '  logfile = "/tmp/lsyncd.log",\n'
-        '  statusFile = "/tmp/lsyncd.status",\n'
-        "  nodaemon = true,\n"
-        "  insist = true,\n"
-        "}\n"
-        "sync {\n"
-        "  default.rsyncssh,\n"
-        '  source = "/source",\n'
-        '  host = "root@plain-slave",\n'
-        '  targetdir = "/replica",\n'
-        f"  delay = {delay},\n"
-        "  rsync = { archive = true },\n"
-        '  ssh = { identityFile = "/root/.ssh/id_ed25519", port = 2222,\n'
-        f"          options = {{ {lua_options} }} }},\n"
-        "}\n"
-    )
-
-
-_PASS_LINE = re.compile(r"pass (\S+) \((\w+)\) (\w+) in ([\d.]+) s")
-
-
-def _passes(log: str) -> list[tuple[str, str, float]]:
-    """Each pass the master logged: id, outcome, seconds."""
-    return [(m[1], m[3], float(m[4])) for m in _PASS_LINE.finditer(log)]
-
-
-def _passed_since(master: Box, since: dt.datetime) -> bool:
-    """A pass the daemon started after ``since`` has ended."""
-    status = master.status()
-    last = status.get("last_pass") or {}
-    began = str(last.get("started_at") or "")
-    return (
-        bool(began) and dt.datetime.fromisoformat(began) >= since and not status.get("in_progress")
-    )
-
-
-def _idle(master: Box) -> bool:
-    """No pass under way a second from now (the churn's last events start one within 1 s)."""
-    time.sleep(1.0)
-    return not master.status().get("in_progress")

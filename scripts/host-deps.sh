@@ -11,6 +11,8 @@ declare -A need=(
   [packer]=packer            # packer fmt -check on the AMI template
   [rsync]=rsync              # benchmarks compare against a bare rsync
   [docker-compose]=docker-compose  # ops deploys the stack to each host with it
+  [prometheus]=prometheus    # the sandbox's Prometheus; promtool checks the alert rules
+  [promtool]=prometheus
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -11,16 +11,28 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 Role = Literal["master", "slave"]
+Log = Callable[[str], None]
+"""Where the sidecar says what it does, one line at a time (the daemon's log, stderr)."""
 
 
 class SyncError(Exception):
     """A refusal or failure with a one-line message for the user (exit code 1 at the CLI)."""
+
+
+QUOTE_MAX = 80
+
+
+def quoted(text: str, limit: int = QUOTE_MAX) -> str:
+    """``text`` as a message may echo a peer's words: quoted, on one line, at most ``limit``
+    characters of it, and ``...`` when it was cut."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 @dataclass(frozen=True)
@@ -194,14 +206,17 @@ def parse_iso(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
 
 
-def write_json(path: Path, data: Any, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
+def write_text(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename).
+
+    The temporary file's name is unique to this call: the daemon, the CLI and the sender thread
+    write the same files (``known_hosts``, ``passes.json``) at the same moments.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-            handle.write("\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -209,6 +224,11 @@ def write_json(path: Path, data: Any, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", mode)
 
 
 def read_json(path: Path) -> Any:

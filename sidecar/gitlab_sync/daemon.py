@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from gitlab_sync import keys
+from gitlab_sync import keys, metrics
 from gitlab_sync.config import Pairing, Paths, Tunables, iso, load_pairing, write_json
-from gitlab_sync.sender import Sender, Watcher, watch_exclude
+from gitlab_sync.sender import Sender
 from gitlab_sync.snapshots import Area
+from gitlab_sync.watcher import Watcher, watch_exclude
 
 SSHD_CONFIG = "/etc/gitlab-sync/sshd_config"
 
@@ -49,6 +50,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         threading.Thread(target=self._empty_trash, name="trash", daemon=True).start()
+        self._start_metrics()
         log("started")
         while not self.done.is_set():
             self._reconcile(load_pairing(self.paths))
@@ -58,6 +60,24 @@ class Daemon:
         self._heartbeat()
         log("stopped")
         return 0
+
+    def _start_metrics(self) -> None:
+        """``/metrics`` on its own thread, and the textfile when METRICS_TEXTFILE_DIR is set:
+        both read the status files, never wait on a pass."""
+        try:
+            metrics.serve(self.paths, log)
+            log(f"metrics on :{metrics.PORT}/metrics")
+        except OSError as exc:
+            log(f"metrics not served: port {metrics.PORT}: {exc.strerror or exc}")
+        directory = metrics.textfile_dir()
+        if directory is not None:
+            threading.Thread(
+                target=metrics.textfile_loop,
+                args=(self.paths, directory, log, self.done),
+                name="textfile",
+                daemon=True,
+            ).start()
+            log(f"metrics textfile in {directory}")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.done.set()
@@ -137,6 +157,8 @@ class Daemon:
                 "sending": self.sender_thread is not None and self.sender_thread.is_alive(),
                 "watch": self.watcher.mode if self.watcher else None,
                 "watch_note": self.watcher.note if self.watcher else "",
+                # changes seen that no pass has taken yet (the tests wait for a still master)
+                "changes_pending": bool(self.watcher and self.watcher.pending()),
             },
         )
 

@@ -14,7 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from gitlab_sync.config import Pairing, Paths, SyncError
+from gitlab_sync.config import Pairing, Paths, SyncError, write_text
+from gitlab_sync.ssh_errors import SshFailure, classify
 
 _PUBKEY = re.compile(r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]{40,}( \S.*)?$")
 FORCED_COMMAND = "/usr/local/bin/gitlab-sync serve"
@@ -90,11 +91,9 @@ def write_trust(paths: Paths, pairing: Pairing | None) -> None:
         hosts = f"{name} {_key_only(pairing.peer_key)}\n"
     elif pairing and pairing.role == "slave":
         auth = f'restrict,command="{FORCED_COMMAND}" {_key_only(pairing.peer_key)} master\n'
-    for path, text in ((known_hosts(paths), hosts), (authorized_keys(paths), auth)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+    # The daemon, ``gitlab-sync start`` and the sender all write these, at the same moments.
+    write_text(known_hosts(paths), hosts)
+    write_text(authorized_keys(paths), auth)
 
 
 def ssh_argv(paths: Paths, pairing: Pairing, connect_timeout: int = 10) -> list[str]:
@@ -165,35 +164,33 @@ def remote(
     return done.stdout
 
 
-# What ssh says, and the sentence it becomes ({peer}, {text}: its last line). First match wins.
-_SSH_FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (
-        ("host key verification failed", "remote host identification has changed"),
-        "the slave at {peer} presented a host key that is not the one paired; refusing to send",
-    ),
-    (
-        ("permission denied",),
-        "the slave at {peer} refused this master's key (pair again with gitlab-sync add)",
-    ),
-    (("connection refused", "timed out", "no route"), "the slave at {peer} is unreachable: {text}"),
-    (
-        ("could not resolve", "name or service not known"),
-        "the slave's address {peer} does not resolve: {text}",
-    ),
-    (
-        ("kex_exchange_identification", "connection reset", "connection closed by"),
-        "the slave at {peer} closed the connection before SSH began: no receiver there",
-    ),
+# The sentence each kind of ssh failure becomes ({peer}, {text}: its last line).
+_WRONG_HOST_KEY = (
+    "the slave at {peer} presented a host key that is not the one paired; refusing to send"
 )
+_UNREACHABLE = "the slave at {peer} is unreachable: {text}"
+_SENTENCES: dict[SshFailure, str] = {
+    SshFailure.HOST_KEY_CHANGED: _WRONG_HOST_KEY,
+    SshFailure.HOST_KEY_UNKNOWN: _WRONG_HOST_KEY,
+    SshFailure.KEY_REFUSED: (
+        "the slave at {peer} refused this master's key (pair again with gitlab-sync add)"
+    ),
+    SshFailure.CONNECTION_REFUSED: _UNREACHABLE,
+    SshFailure.TIMED_OUT: _UNREACHABLE,
+    SshFailure.NO_ROUTE: _UNREACHABLE,
+    SshFailure.UNRESOLVED: "the slave's address {peer} does not resolve: {text}",
+    SshFailure.CLOSED: (
+        "the slave at {peer} closed the connection before SSH began: no receiver there"
+    ),
+}
 
 
 def explain_ssh_failure(peer: str, code: int, stderr: str) -> str:
     """One sentence for an ssh failure to the slave's receiver."""
     text = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {code}"
-    lowered = stderr.lower()
-    for patterns, sentence in _SSH_FAILURES:
-        if any(p in lowered for p in patterns):
-            return sentence.format(peer=peer, text=text)
+    kind = classify(stderr, among=_SENTENCES)
+    if kind is not None:
+        return _SENTENCES[kind].format(peer=peer, text=text)
     ours = [line for line in stderr.splitlines() if "gitlab-sync receiver:" in line]
     if ours:  # the receiver said why (fenced, not a slave, ...)
         return f"the slave at {peer} {ours[-1].split('gitlab-sync receiver:', 1)[1].strip()}"

@@ -94,8 +94,9 @@ def segments_outside(pg_wal: Path, first: str, last: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """Where PostgreSQL is in a GitLab tree (``/source`` on the master)."""
+class PgCluster:
+    """GitLab's PostgreSQL cluster in a GitLab tree (``/source`` on the master): where its data
+    directory and socket are, and whether a server runs on it."""
 
     root: Path
 
@@ -201,18 +202,18 @@ def _popen(argv: list[str], owner: tuple[int, int]) -> subprocess.Popen[str]:
 SNAPSHOT_SQL = "SELECT txid_current_snapshot()"
 
 
-def transactions(layout: Layout, timeout: float = 5.0) -> str | None:
+def transactions(cluster: PgCluster, timeout: float = 5.0) -> str | None:
     """The server's transaction snapshot, or None when it cannot be asked."""
-    if not layout.listening():
+    if not cluster.listening():
         return None
     try:
         done = subprocess.run(
-            [*layout.psql(), "-c", SNAPSHOT_SQL],
+            [*cluster.psql(), "-c", SNAPSHOT_SQL],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
-            **_as_owner(layout.owner()),
+            **_as_owner(cluster.owner()),
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -236,15 +237,17 @@ class BackupSession:
     server and :meth:`stop` fails: the pass is not committed.
     """
 
-    def __init__(self, layout: Layout, log: Callable[[str], None], timeout: float = 600.0) -> None:
-        self.layout, self.log, self.timeout = layout, log, timeout
+    def __init__(
+        self, cluster: PgCluster, log: Callable[[str], None], timeout: float = 600.0
+    ) -> None:
+        self.cluster, self.log, self.timeout = cluster, log, timeout
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
         self.version = 0
         self.start_lsn = ""
         self.slot = ""
         self.started = 0.0
-        self._proc = _popen(layout.psql("-v", "ON_ERROR_STOP=1"), layout.owner())
+        self._proc = _popen(cluster.psql("-v", "ON_ERROR_STOP=1"), cluster.owner())
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
 

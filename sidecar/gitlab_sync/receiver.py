@@ -27,32 +27,41 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from gitlab_sync import rsync
+from gitlab_sync import metrics, rsync
 from gitlab_sync.config import (
     Paths,
     SyncError,
     Tunables,
     iso,
     load_pairing,
+    quoted,
     read_json,
     write_json,
 )
 from gitlab_sync.snapshots import LABEL_MAX, Area
 
 _PASS_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_EPOCH = re.compile(r"^[0-9]{1,18}$")  # ASCII digits: str.isdigit() also takes "²"
 
 
 def _record(paths: Paths, **fields: object) -> None:
     # The status file is best effort; the pass outcome itself is in the sync area.
     with contextlib.suppress(OSError):
         write_json(paths.receiver, {"at": iso(dt.datetime.now(dt.UTC)), **fields})
+    if fields.get("error"):
+        with contextlib.suppress(OSError):
+            metrics.count(paths, "receiver_failures_total")
 
 
 def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
-    """Handle one command from the master; returns the exit code."""
-    words = shlex.split(environ.get("SSH_ORIGINAL_COMMAND", ""))
+    """Handle one command from the master; returns the exit code.
+
+    Whatever the command, a refusal is one short line on stderr (and in the receiver's record):
+    of the peer's own words, at most a few dozen characters are echoed.
+    """
+    command = environ.get("SSH_ORIGINAL_COMMAND", "")
     try:
-        return _serve(words, paths, tunables)
+        return _serve(_words(command), paths, tunables)
     except SyncError as exc:
         why = str(exc)
     except OSError as exc:
@@ -64,13 +73,20 @@ def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
             if exc.errno in {errno.ENOSPC, errno.EDQUOT}
             else f"{exc.strerror or exc}"
         )
-    _record(paths, error=why, command=" ".join(words[:4]))
+    _record(paths, error=why, command=quoted(" ".join(command.split()[:4])))
     print(f"gitlab-sync receiver: {why}", file=sys.stderr)
     return 1
 
 
+def _words(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError as exc:  # an unbalanced quote, a lone trailing backslash
+        raise SyncError(f"refused: not a gitlab-sync command ({str(exc).lower()})") from None
+
+
 def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
-    if len(words) < 3 or words[0] != "gitlab-sync-recv" or not words[2].isdigit():
+    if len(words) < 3 or words[0] != "gitlab-sync-recv" or not _EPOCH.match(words[2]):
         raise SyncError("refused: not a gitlab-sync command")
     verb, epoch = words[1], int(words[2])
     pairing = load_pairing(paths)
@@ -122,7 +138,7 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
         _record(paths, error="", committed=done["snapshot"])
         print(json.dumps(done))
         return 0
-    raise SyncError(f"refused: unknown verb {verb!r}")
+    raise SyncError(f"refused: unknown verb {quoted(verb)}")
 
 
 def _receive(area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str]) -> int:

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gitlab_sync.config import quoted
+
 # rsync(1), EXIT VALUES. 24 (source files vanished during the pass) is normal on a live tree.
 EXIT_MEANINGS: dict[int, str] = {
     0: "success",
@@ -98,16 +100,18 @@ def server_argv(client_args: Sequence[str], dest: str, link_dest: str | None) ->
     options = args[1:-2]
     for option in options:
         if option == "--sender" or not option.startswith("-"):
-            raise ServerArgsRefused(f"option {option!r} is not allowed (the master only sends)")
+            raise ServerArgsRefused(
+                f"option {quoted(option)} is not allowed (the master only sends)"
+            )
         if option == "-@-1":  # --modify-window=-1, as the client sends it
             continue
         if option.startswith("--"):
             if not _SERVER_LONG.match(option):
-                raise ServerArgsRefused(f"option {option!r} is not allowed")
+                raise ServerArgsRefused(f"option {quoted(option)} is not allowed")
             continue
         flags, _, capabilities = option[1:].partition("e.")
         if set(flags) - _SERVER_SHORT or not re.fullmatch(r"[A-Za-z]*", capabilities):
-            raise ServerArgsRefused(f"option {option!r} is not allowed")
+            raise ServerArgsRefused(f"option {quoted(option)} is not allowed")
     argv = ["rsync", "--server", *options]
     if link_dest:
         argv.append(f"--link-dest={link_dest}")

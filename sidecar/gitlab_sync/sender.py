@@ -9,7 +9,8 @@ A pass starts when inotify reports changes (batched: it waits for ``batch`` seco
 or ``max_delay`` at most), when PostgreSQL ran a transaction since the last backup pass (asked
 every ``PG_POLL`` seconds; its own files are not watched, since a backup changes them), and
 every ``interval`` seconds regardless, which catches what events miss. When inotify cannot watch
-the tree (watches exhausted), status says so and timed passes carry on alone.
+the tree (watches exhausted), status says so and timed passes carry on alone. The watcher is in
+``watcher.py``, the rsync filters of each step in ``filters.py``.
 """
 
 from __future__ import annotations
@@ -17,21 +18,28 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
-import re
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gitlab_sync import keys, pg, rsync
-from gitlab_sync.config import Pairing, Paths, SyncError, Tunables, iso, read_json, write_json
-
-Log = Callable[[str], None]
+from gitlab_sync import keys, metrics, pg, rsync
+from gitlab_sync.config import (
+    Log,
+    Pairing,
+    Paths,
+    SyncError,
+    Tunables,
+    iso,
+    read_json,
+    write_json,
+)
+from gitlab_sync.filters import not_refs_filters, postgres_excludes, refs_filters, wal_filters
+from gitlab_sync.watcher import Watcher
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,7 @@ class Sender:
         elif record.outcome == "failed":
             fields["last_error"] = {"at": record.ended_at, "message": record.error}
         self.passes.update(**fields)
+        self._count(record)
         self.log(
             f"pass {record.id} ({trigger}) {record.outcome} in {record.duration_s:.2f} s: "
             f"{record.files} files, {record.files_transferred} sent, "
@@ -147,13 +156,26 @@ class Sender:
         )
         return record
 
+    def _count(self, record: PassRecord) -> None:
+        """The pass in the metrics' counters (a counter that cannot be written fails no pass)."""
+        try:
+            metrics.count_pass(
+                self.paths,
+                record.trigger,
+                record.outcome,
+                record.files_transferred,
+                record.bytes_transferred,
+            )
+        except OSError as exc:
+            self.log(f"could not count pass {record.id} in the metrics: {exc}")
+
     def _transfer(self, record: PassRecord, final: bool = False) -> PassRecord:
         """Refs, then everything else, then (PostgreSQL running) the backup label and pg_wal."""
         started = dt.datetime.now(dt.UTC)
         keys.write_trust(self.paths, self.pairing)
         Path("/run/gitlab-sync").mkdir(parents=True, exist_ok=True)
-        layout = pg.Layout(self.paths.source)
-        mode = postgresql_mode(layout)
+        cluster = pg.PgCluster(self.paths.source)
+        mode = postgresql_mode(cluster)
         if final and mode == "backup":
             raise SyncError(
                 "GitLab's PostgreSQL still answers on the master: stop GitLab before the "
@@ -164,13 +186,13 @@ class Sender:
         totals = rsync.Stats()
         fields: dict[str, Any] = {"postgresql": mode}
         session: pg.BackupSession | None = None
-        pid_before = layout.pid_state()
+        pid_before = cluster.pid_state()
         overhead = 0.0  # what the backup adds to the pass: pg_backup_start, then stop to WAL
         try:
             if mode == "backup":
                 self._phase(record, "backup-start")
                 begun = time.monotonic()
-                session = pg.BackupSession(layout, self.log)
+                session = pg.BackupSession(cluster, self.log)
                 session.start(f"gitlab-sync {record.id}")
                 overhead += time.monotonic() - begun
             self._phase(record, "refs")
@@ -182,14 +204,14 @@ class Sender:
                 self._rsync(record.id, [*not_refs_filters(), *excludes], retry_vanished=True),
             )
             if session is not None:
-                wal, backup = self._finish_backup(record, session, layout)
+                wal, backup = self._finish_backup(record, session, cluster)
                 totals = _add(totals, wal)
                 overhead += backup.pop("finish_s")
                 fields.update(backup, backup_overhead_s=round(overhead, 3))
         finally:
             if session is not None:
                 session.close()
-        if mode == "offline" and (layout.pid_state() != pid_before or layout.listening()):
+        if mode == "offline" and (cluster.pid_state() != pid_before or cluster.listening()):
             raise SyncError("the master's PostgreSQL started during the pass; not committed")
         counts = [
             f"files={totals.files}",
@@ -219,7 +241,7 @@ class Sender:
         )
 
     def _finish_backup(
-        self, record: PassRecord, session: pg.BackupSession, layout: pg.Layout
+        self, record: PassRecord, session: pg.BackupSession, cluster: pg.PgCluster
     ) -> tuple[rsync.Result, dict[str, Any]]:
         """pg_backup_stop, its label into the pass, then pg_wal; the WAL rsync and figures."""
         self._phase(record, "backup-stop")
@@ -233,12 +255,12 @@ class Sender:
         # The WAL from the backup's first segment to its last: older segments (kept for
         # wal_keep_size) and recycled ones waiting ahead are of no use to this copy.
         first = pg.start_wal_file(stop.label)
-        skip = pg.segments_outside(layout.data / "pg_wal", first, stop.last_wal)
+        skip = pg.segments_outside(cluster.data / "pg_wal", first, stop.last_wal)
         self._phase(record, "wal")
         # Compressed: a segment is 16 MB whatever was written in it, mostly zeros after the
         # switch pg_backup_stop makes.
         wal = self._rsync(record.id, [*wal_filters(skip), "--compress"])
-        if not (layout.data / "pg_wal" / first).exists():
+        if not (cluster.data / "pg_wal" / first).exists():
             raise SyncError(
                 f"WAL segment {first} was recycled during the pass: raise "
                 "postgresql['wal_keep_size'] or max_replication_slots on the master"
@@ -313,7 +335,7 @@ class Sender:
             now = time.monotonic()
             if self.pg_seen and now >= next_poll:
                 next_poll = now + PG_POLL
-                if pg.transactions(pg.Layout(self.paths.source)) not in {None, self.pg_seen}:
+                if pg.transactions(pg.PgCluster(self.paths.source)) not in {None, self.pg_seen}:
                     watcher.poke()
             trigger = ""
             if now >= next_full:
@@ -335,85 +357,23 @@ class Sender:
 
 
 # How often the loop asks PostgreSQL whether a transaction ran since the last backup pass. Its
-# own files and logs are left out of inotify's watch (WATCH_EXCLUDE): a backup pass changes them
+# own files and logs are left out of inotify's watch (watch_exclude): a backup pass changes them
 # (checkpoint, WAL switch, log lines), and watching them would start pass after pass on an idle
 # GitLab, each with a checkpoint.
 PG_POLL = 1.0
 
 
-def watch_exclude(root: Path) -> str:
-    """inotifywait's --exclude for PostgreSQL's data and logs under ``root``."""
-    base = re.escape(str(root).rstrip("/"))
-    return f"^{base}/(data/postgresql|logs/postgresql)(/|$)"
-
-
-# Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
-REPOSITORIES = "/data/git-data/repositories"
-# What a ref is, in the two filter forms the passes need: excluded from the second pass with
-# ``refs/**`` (the refs directory itself still arrives, so a new repository is never broken),
-# included in the first with ``refs/***`` (the directory and all in it) inside a ``*.git``.
-_REF_PATTERNS = ("**/packed-refs", "**/refs/**", "**/reftable/**")
-_REF_ENTRIES = ("HEAD", "packed-refs", "refs/***", "reftable/***")  # in a repository
-
-
-def postgresql_mode(layout: pg.Layout) -> str:
+def postgresql_mode(cluster: pg.PgCluster) -> str:
     """How a pass copies PostgreSQL: ``backup`` while it answers, ``offline`` when it is
     down (a stopped server's directory is consistent as it lies), ``none`` without a cluster."""
-    if not layout.has_cluster():
+    if not cluster.has_cluster():
         return "none"
-    if layout.listening():
+    if cluster.listening():
         return "backup"
-    why = layout.elsewhere()
+    why = cluster.elsewhere()
     if why:
         raise SyncError(f"{why}: gitlab-sync cannot take a base backup through it")
     return "offline"
-
-
-def refs_filters() -> list[str]:
-    """The first rsync of a pass: every repository's refs, HEAD and packed-refs, nothing else.
-
-    Copied before the objects, refs in a snapshot only name objects that existed when they
-    were read (git writes objects before it moves a ref), and those are in the later copy.
-    Inside a repository (a ``*.git`` directory) nothing else is even listed: walking every
-    objects directory here would double the cost of a pass on a large tree.
-    """
-    parents = ["/data/", "/data/git-data/", f"{REPOSITORIES}/"]
-    rules = [f"--include={p}" for p in parents]
-    rules += [f"--include={REPOSITORIES}/**.git/{p}" for p in _REF_ENTRIES]
-    rules += [f"--exclude={REPOSITORIES}/**.git/*", f"--include={REPOSITORIES}/**/"]
-    return [*rules, "--exclude=*"]
-
-
-def not_refs_filters() -> list[str]:
-    """The second rsync: everything but the refs (already there, and protected from --delete
-    because they are excluded).
-
-    HEAD is copied again: a repository created after the first rsync then arrives whole but
-    with no refs (an empty repository, as it was when the pass began), never as a directory
-    git does not recognise. HEAD names a branch, not an object.
-    """
-    return [f"--exclude={REPOSITORIES}/{p}" for p in _REF_PATTERNS]
-
-
-def postgres_excludes() -> list[str]:
-    """What a base backup leaves out, plus the server's socket and its lock file."""
-    data = f"/{pg.DATA_DIR}"
-    rules = [f"--exclude={data}/{p}" for p in pg.BACKUP_EXCLUDES]
-    return [*rules, f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*"]
-
-
-def wal_filters(skip: Sequence[str] = ()) -> list[str]:
-    """The last rsync of a backup pass, after pg_backup_stop: pg_wal only, but the ``skip``
-    segments and archive_status's contents (the copy's server needs neither)."""
-    parts = pg.DATA_DIR.split("/")
-    parents = ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
-    return [
-        *(f"--exclude=/{pg.DATA_DIR}/pg_wal/{name}" for name in skip),
-        f"--exclude=/{pg.DATA_DIR}/pg_wal/archive_status/*",
-        *(f"--include={p}" for p in parents),
-        f"--include=/{pg.DATA_DIR}/pg_wal/***",
-        "--exclude=*",
-    ]
 
 
 def _add(total: rsync.Stats, result: rsync.Result) -> rsync.Stats:
@@ -445,91 +405,3 @@ def _explain(result: rsync.Result, peer: str) -> str:
     if result.code == 255 or "connection" in tail.lower() or "host key" in tail.lower():
         return keys.explain_ssh_failure(peer, result.code, tail)
     return result.message
-
-
-class Watcher:
-    """inotify on the source tree through ``inotifywait``; says when a batch of changes is due."""
-
-    def __init__(self, root: Path, log: Log, exclude: str = ""):
-        self.root, self.log, self.exclude = root, log, exclude
-        self.mode = "starting"
-        self.note = ""
-        self._first = 0.0
-        self._last = 0.0
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[str] | None = None
-        self._ready = threading.Event()
-
-    def start(self, ready_within: float = 120.0) -> None:
-        """Start watching; returns once the watches are set up (or failed, or time ran out)."""
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, name="inotify", daemon=True).start()
-        self._ready.wait(ready_within)
-
-    def _read(self) -> None:
-        self._proc = subprocess.Popen(
-            [
-                "inotifywait",
-                "-m",
-                "-r",
-                *(["--exclude", self.exclude] if self.exclude else []),
-                "--format",
-                "%e",
-                "-e",
-                "modify,attrib,close_write,move,create,delete,delete_self,move_self",
-                str(self.root),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        errors: list[str] = []
-        reader = threading.Thread(target=self._read_stderr, args=(errors,), daemon=True)
-        reader.start()
-        for _line in self._proc.stdout or ():
-            self.poke()
-        code = self._proc.wait()
-        reader.join(5)  # every line of stderr read before it is judged
-        err = " ".join(errors)
-        if "upper limit on inotify" in err:
-            self.note = (
-                "inotify watches exhausted (raise fs.inotify.max_user_watches); "
-                "falling back to timed passes"
-            )
-        else:
-            self.note = f"inotify stopped (exit {code}): {err.strip()[:200]}; timed passes only"
-        self.mode = "timer"
-        self.log(self.note)
-        self._ready.set()
-
-    def _read_stderr(self, errors: list[str]) -> None:
-        stderr = self._proc.stderr if self._proc else None
-        for line in stderr or ():
-            if "Watches established" in line:
-                self.mode = "inotify"
-                self._ready.set()
-            elif "Setting up watches" not in line:
-                errors.append(line.strip())
-
-    def poke(self) -> None:
-        """Count a change seen some other way than inotify (PostgreSQL's transactions)."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._first:
-                self._first = now
-            self._last = now
-
-    def due(self, now: float, batch: float, max_delay: float) -> bool:
-        with self._lock:
-            if not self._first:
-                return False
-            return now - self._last >= batch or now - self._first >= max_delay
-
-    def take(self) -> None:
-        with self._lock:
-            self._first = self._last = 0.0
-
-    def stop(self) -> None:
-        if self._proc and self._proc.poll() is None:
-            self._proc.terminate()

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitlab_sync.config import SyncError, iso, parse_iso, read_json, write_json
+from gitlab_sync.config import SyncError, iso, parse_iso, quoted, read_json, write_json
 
 NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 
@@ -173,7 +173,7 @@ class Area:
         owned and moded as PostgreSQL's own files there (the owner of ``PG_VERSION``, 0600).
         """
         if name not in LABEL_NAMES:
-            raise SyncError(f"refused: {name!r} is not a backup label file")
+            raise SyncError(f"refused: {quoted(name)} is not a backup label file")
         if len(data) > LABEL_MAX:
             raise SyncError(f"refused: {name} larger than {LABEL_MAX} bytes")
         if name == "backup_label" and not data.startswith(b"START WAL LOCATION: "):

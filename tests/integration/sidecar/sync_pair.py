@@ -3,6 +3,13 @@
 Each pair gets its own Docker network; the master's GitLab tree is a Docker volume that the
 master mounts read-only at /source (as in the Compose stack) and a "writer" container mounts
 read-write, standing in for GitLab writing its data. Trees are compared by manifest.
+
+The slave equalling the master (:meth:`Pair.wait_in_sync`) does not make the master still: a
+write's last events can start one more pass after that. A step that needs stillness waits for it
+(:func:`wait_idle`) or stops the sender first (:meth:`Pair.stop_sending`).
+
+Every container goes with its anonymous volumes (the image declares ``VOLUME /state``):
+testcontainers' ``stop()`` removes with ``v=True``, and so does :func:`run_once`.
 """
 
 from __future__ import annotations
@@ -17,9 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import docker
+import docker.errors
 from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
+
+from gitlab_sync.config import parse_iso
+from gitlab_sync.waits import wait_until
 
 SYNC_IMAGE = os.environ.get("SYNC_IMAGE", "gitlab-dr/gitlab-rsync:local")
 FAST = {"SYNC_INTERVAL": "30s", "SYNC_BATCH": "0.1s", "SYNC_MAX_DELAY": "0.5s"}
@@ -32,11 +43,13 @@ class CommandFailed(AssertionError):
 
 
 @dataclass
-class Side:
+class SidecarNode:
     """One sidecar (or the writer) in a running container."""
 
     name: str
     tc: DockerContainer
+    last_run_at: float = field(default=0.0, init=False)
+    """When the last command run in it began (``time.time()``): the writer's last write."""
 
     @property
     def container(self) -> Container:
@@ -46,13 +59,30 @@ class Side:
 
     def run(self, argv: list[str], check: bool = True) -> str:
         """Run ``argv`` in the container; its stdout (raises with stderr too if it fails)."""
+        self.last_run_at = time.time()
         code, output = self.container.exec_run(argv, demux=True)
         out, err = cast("tuple[bytes | None, bytes | None]", output)
         stdout = (out or b"").decode(errors="replace")
         if check and code != 0:
             stderr = (err or b"").decode(errors="replace")
-            raise CommandFailed(argv, code if code is not None else -1, stdout + stderr)
+            code = code if code is not None else -1
+            if code >= 128:  # killed by a signal: say what became of the container
+                stderr += self.state()
+            raise CommandFailed(argv, code, stdout + stderr)
         return stdout
+
+    def state(self) -> str:
+        """The container's state and the end of its log (for a command that was killed)."""
+        try:
+            container = self.container
+        except docker.errors.NotFound:
+            return f"\n(container {self.name} is gone)"
+        state = container.attrs["State"]
+        tail = container.logs(tail=8).decode(errors="replace").strip()
+        return (
+            f"\n(container {container.name} is {state['Status']}, exit code "
+            f"{state['ExitCode']}, OOM-killed {state['OOMKilled']}; its log ends:\n{tail})"
+        )
 
     def succeeds(self, argv: list[str]) -> bool:
         code, _ = self.container.exec_run(argv)
@@ -77,24 +107,42 @@ class Side:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll ``predicate`` until it returns something true; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
+    """:func:`gitlab_sync.waits.wait_until` as the tests spell it: a timeout fails the test."""
+    return wait_until(predicate, timeout=timeout, what=what, interval=every, error=AssertionError)
+
+
+def wait_idle(
+    master: SidecarNode, since: float = 0.0, quiet: float = 1.0, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Wait until ``master`` is still: no pass in progress, no change pending, its last pass
+    ended after ``since`` (a ``time.time()``: when the last write began), and all of that for
+    ``quiet`` seconds (the daemon says what is pending twice a second). Its status then."""
+    still: dict[str, Any] = {}  # the last pass while still, and since when
+
+    def settled() -> dict[str, Any] | None:
+        status = master.status()
+        daemon = json.loads(master.run(["cat", "/state/daemon.json"]))
+        last = status["last_pass"] or {}
+        ended = parse_iso(last["ended_at"]).timestamp() if last.get("ended_at") else 0.0
+        now = time.monotonic()
+        if status["in_progress"] or daemon.get("changes_pending") or (since and ended < since):
+            still.clear()
+            return None
+        if not still or still["pass"] != last.get("id"):
+            still.update({"pass": last.get("id"), "at": now})
+        return status if now - still["at"] >= quiet else None
+
+    status: dict[str, Any] = wait_for(settled, timeout, f"the {master.name} to be still", 0.2)
+    return status
 
 
 @dataclass
 class Pair:
     """A paired master and slave, plus the writer that changes the master's tree."""
 
-    master: Side
-    slave: Side
-    writer: Side
+    master: SidecarNode
+    slave: SidecarNode
+    writer: SidecarNode
     network: Network
     source_volume: str
     stack: ExitStack = field(default_factory=ExitStack)
@@ -103,19 +151,19 @@ class Pair:
         value: dict[str, Any] | None = self.master.status()["last_complete"]
         return value
 
-    def wait_idle(self, quiet: float = 1.5, timeout: float = 30.0) -> None:
-        """Wait until no pass has run on the master for ``quiet`` seconds (events from earlier
-        writes can trigger one more pass after the slave already equals the master)."""
-        deadline = time.monotonic() + timeout
-        last, since = None, time.monotonic()
-        while time.monotonic() - since < quiet:
-            status = self.master.status()
-            now = (status["in_progress"] or {}).get("id"), (status["last_pass"] or {}).get("id")
-            if now != last or now[0]:
-                last, since = now, time.monotonic()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the master kept running passes for {timeout} s")
-            time.sleep(0.1)
+    def wait_idle(self, quiet: float = 1.0, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the master is still since the writer's last write (:func:`wait_idle`)."""
+        return wait_idle(self.master, self.writer.last_run_at, quiet, timeout)
+
+    def stop_sending(self) -> None:
+        """``gitlab-sync stop`` on the master, then wait until the slave receives nothing: a
+        pass the stop cut short may still be winding down there, holding the sync area."""
+        self.master.sync("stop")
+        wait_for(
+            lambda: self.slave.succeeds(["flock", "--nonblock", "/sync/.lock", "true"]),
+            30,
+            "the slave to end the pass the stop cut short",
+        )
 
     def wait_in_sync(self, timeout: float = 30.0) -> float:
         """Wait until the slave's current snapshot equals the master's tree; returns the wait."""
@@ -139,7 +187,7 @@ def start_sidecar(
     env: dict[str, str],
     volumes: list[tuple[str, str, str]],
     tmpfs: dict[str, str] | None = None,
-) -> Side:
+) -> SidecarNode:
     tc = DockerContainer(SYNC_IMAGE)
     tc.with_network(network).with_network_aliases(alias).with_envs(**env)
     tc.with_name(f"gitlab-dr-test-{alias}-{uuid.uuid4().hex[:6]}")
@@ -149,17 +197,19 @@ def start_sidecar(
         for path, options in tmpfs.items():
             tc.with_tmpfs_mount(path, options)  # options as docker takes them: "size=6m"
     stack.enter_context(tc)
-    side = Side(alias, tc)
+    side = SidecarNode(alias, tc)
     wait_for(lambda: side.sync("health", check=False).strip() == "healthy", 20, f"{alias} to start")
     return side
 
 
-def keys_of(side: Side) -> dict[str, str]:
+def keys_of(side: SidecarNode) -> dict[str, str]:
     data: dict[str, str] = json.loads(side.sync("key", "--json"))
     return data
 
 
-def pair_up(master: Side, slave: Side, slave_alias: str = "slave", epoch: int = 1) -> None:
+def pair_up(
+    master: SidecarNode, slave: SidecarNode, slave_alias: str = "slave", epoch: int = 1
+) -> None:
     """The pairing ``inv pair`` performs: keys exchanged, slave first, then the master."""
     slave.sync(
         "add",
@@ -183,6 +233,13 @@ def pair_up(master: Side, slave: Side, slave_alias: str = "slave", epoch: int = 
     )
 
 
+def new_volume(client: docker.DockerClient, stack: ExitStack, name: str) -> str:
+    """A new named volume, removed when ``stack`` closes."""
+    made = client.volumes.create(name).name
+    stack.callback(lambda: client.volumes.get(made).remove(force=True))
+    return str(made)
+
+
 @contextmanager
 def sync_pair(
     master_env: dict[str, str] | None = None,
@@ -193,11 +250,9 @@ def sync_pair(
     """A running pair; on exit every container, the network and the volumes are removed."""
     client = docker.from_env()
     tag = uuid.uuid4().hex[:8]
-    source = client.volumes.create(f"gitlab-dr-test-source-{tag}").name
-    sync_volume = client.volumes.create(f"gitlab-dr-test-sync-{tag}").name
     with ExitStack() as stack:
-        stack.callback(lambda: client.volumes.get(sync_volume).remove(force=True))
-        stack.callback(lambda: client.volumes.get(source).remove(force=True))
+        source = new_volume(client, stack, f"gitlab-dr-test-source-{tag}")
+        sync_volume = new_volume(client, stack, f"gitlab-dr-test-sync-{tag}")
         network = stack.enter_context(Network())
         slave_volumes = [] if slave_tmpfs else [(sync_volume, "/sync", "rw")]
         slave = start_sidecar(
@@ -210,8 +265,31 @@ def sync_pair(
         writer_tc.with_kwargs(entrypoint=["/usr/bin/tini", "--"])
         writer_tc.with_volume_mapping(source, "/source", "rw")
         stack.enter_context(writer_tc)
-        writer = Side("writer", writer_tc)
+        writer = SidecarNode("writer", writer_tc)
         pair_up(master, slave)
         if start:
             master.sync("start")
         yield Pair(master, slave, writer, network, source, stack)
+
+
+def run_once(
+    client: docker.DockerClient,
+    image: str,
+    argv: list[str],
+    volumes: dict[str, dict[str, str]],
+    timeout: float = 600.0,
+) -> str:
+    """Run ``argv`` in a one-off container of ``image``; its stdout. The container is removed
+    with its anonymous volumes whatever happens (``containers.run(remove=True)`` leaves them,
+    and leaves the container too when the client stops waiting)."""
+    container = client.containers.create(image, argv, volumes=volumes)
+    try:
+        container.start()
+        code = int(container.wait(timeout=timeout)["StatusCode"])
+        out = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        if code != 0:
+            err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            raise CommandFailed([image, *argv], code, out + err)
+        return out
+    finally:
+        container.remove(force=True, v=True)

@@ -43,8 +43,10 @@ from tests.integration.sidecar.sync_pair import (
     FAST,
     SYNC_IMAGE,
     CommandFailed,
-    Side,
+    SidecarNode,
+    new_volume,
     pair_up,
+    run_once,
     start_sidecar,
     wait_for,
 )
@@ -61,21 +63,12 @@ HOME_PARTS = {"config": "/etc/gitlab", "data": "/var/opt/gitlab", "logs": "/var/
 
 def _volumes(client: docker.DockerClient, stack: ExitStack, tag: str) -> dict[str, str]:
     """Three new volumes, one per GITLAB_HOME part; removed when ``stack`` closes."""
-    names = {}
-    for part in HOME_PARTS:
-        name = client.volumes.create(f"gitlab-dr-test-{tag}-{part}").name
-        stack.callback(_remove_volume, client, name)
-        names[part] = name
-    return names
+    return {part: new_volume(client, stack, f"gitlab-dr-test-{tag}-{part}") for part in HOME_PARTS}
 
 
 def rng_size(k: int) -> int:
     """Upload sizes from 1 KiB to 1 MiB."""
     return 1024 << (k % 11)
-
-
-def _remove_volume(client: docker.DockerClient, name: str) -> None:
-    client.volumes.get(name).remove(force=True)
 
 
 def _standin(volumes: dict[str, str], name: str) -> DockerContainer:
@@ -211,8 +204,8 @@ class Rig:
     home: dict[str, str]
     sync_volume: str
     gitlab: DockerContainer
-    master: Side
-    slave: Side
+    master: SidecarNode
+    slave: SidecarNode
     writer: Writer
 
     def master_restart(self) -> None:
@@ -261,10 +254,7 @@ class Rig:
             for part, volume in volumes.items():
                 binds[volume] = {"bind": f"/target/{part}", "mode": "rw"}
             argv = ["prepare", "/target", "--json"] + (["--snapshot", snapshot] if snapshot else [])
-            out = self.client.containers.run(
-                SYNC_IMAGE, argv, volumes=binds, remove=True, stderr=True
-            )
-            prepared: dict[str, Any] = json.loads(out)
+            prepared: dict[str, Any] = json.loads(run_once(self.client, SYNC_IMAGE, argv, binds))
             tc = _standin(volumes, f"gitlab-dr-test-copy-{tag}")
             stack.enter_context(tc)
             yield tc, prepared
@@ -281,8 +271,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tag = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
         home = _volumes(client, stack, f"home-{tag}")
-        sync_volume = client.volumes.create(f"gitlab-dr-test-sync-{tag}").name
-        stack.callback(lambda: client.volumes.get(sync_volume).remove(force=True))
+        sync_volume = new_volume(client, stack, f"gitlab-dr-test-sync-{tag}")
         network = stack.enter_context(Network())
         gitlab = _standin(home, f"gitlab-dr-test-master-gitlab-{tag}")
         stack.enter_context(gitlab)

@@ -64,6 +64,7 @@ def test_changes_and_deletions_reach_the_slave_within_seconds() -> None:
     with sync_pair() as pair:
         pair.writer.python(trees.EVERY_KIND)
         pair.wait_in_sync()
+        pair.wait_idle()  # the slave equals the tree a moment before the master records it
         before = pair.last_complete()
         assert before is not None
         pair.writer.python(
@@ -78,6 +79,7 @@ def test_changes_and_deletions_reach_the_slave_within_seconds() -> None:
         )
         waited = pair.wait_in_sync(timeout=15)
         assert waited < 15
+        pair.wait_idle()
         after = pair.last_complete()
         assert after is not None and after["trigger"] == "change"
         # The older snapshot is untouched by the newer one (hard links never share metadata).
@@ -90,7 +92,7 @@ def test_a_ref_rewritten_in_the_same_second_at_the_same_size_reaches_the_slave()
     with sync_pair() as pair:
         pair.writer.python(trees.EVERY_KIND)
         pair.wait_in_sync()
-        pair.master.sync("stop")
+        pair.stop_sending()
         # Same size, same second, a few nanoseconds later: rsync's default quick check
         # (whole seconds) would call it unchanged and keep the old ref in the new snapshot.
         pair.writer.python(
@@ -126,10 +128,11 @@ def test_master_killed_mid_pass_leaves_previous_complete_snapshot_current() -> N
     with sync_pair(master_env={"SYNC_BWLIMIT": "2000"}) as pair:
         pair.writer.python(trees.files(20, 1000))
         pair.wait_in_sync()
-        pair.wait_idle()
+        pair.stop_sending()  # still: no pass can move current before the large write
         first = pair.slave.status()
         tree_then = pair.master.manifest("/source")
         pair.writer.python(trees.files(8, 4 * 1024 * 1024, folder="data/big"))
+        pair.master.sync("start")  # its first pass carries the large files
         wait_for(lambda: pair.slave.status()["in_progress"], 15, "the slave to be receiving a pass")
         wait_for(
             lambda: pair.slave.succeeds(
@@ -157,6 +160,7 @@ def test_sender_with_an_unknown_key_is_refused_and_writes_nothing() -> None:
     with sync_pair() as pair:
         pair.writer.python(trees.files(3, 100))
         pair.wait_in_sync()
+        pair.stop_sending()  # from here on, whatever the slave receives came from the intruder
         before = pair.slave.status()
         listing = pair.slave.run(["ls", "-a", "/sync"])
         intruder = start_sidecar(pair.stack, pair.network, "intruder", {}, [])
@@ -273,9 +277,11 @@ def test_full_slave_disk_fails_the_pass_and_keeps_the_last_snapshot() -> None:
     with sync_pair(slave_tmpfs={"/sync": "size=6m"}) as pair:
         pair.writer.python(trees.files(10, 1000))
         pair.wait_in_sync()
+        pair.stop_sending()  # still: no pass can move current before the too-big write
         kept = pair.slave.status()["current"]
         tree_then = pair.master.manifest("/source")
         pair.writer.python(trees.files(2, 5 * 1024 * 1024, folder="data/too-big"))
+        pair.master.sync("start")  # its first pass carries the too-big files
 
         def failed() -> dict[str, object] | None:
             last = pair.master.status()["last_pass"]
@@ -296,7 +302,7 @@ def test_retention_keeps_the_configured_number_of_snapshots() -> None:
     with sync_pair(slave_env={"SNAPSHOT_KEEP": "3"}) as pair:
         pair.writer.python(trees.files(2, 10))
         pair.wait_in_sync()
-        pair.master.sync("stop")
+        pair.stop_sending()
         for i in range(5):
             pair.writer.python(f"open('/source/data/n{i}', 'w').write('{i}')")
             pair.master.sync("pass")

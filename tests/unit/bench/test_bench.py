@@ -17,7 +17,8 @@ import pytest
 
 from bench import probe, report, stats
 from bench.__main__ import parse, sizes_of
-from bench.run import QUICK, Metric, Sizes, _lsyncd_config, _passes
+from bench.contenders import logged_passes, lsyncd_config
+from bench.metric import QUICK, Metric, Sizes
 
 
 def test_percentile_interpolates_and_nearest_rank_picks_a_value() -> None:
@@ -119,7 +120,7 @@ def test_sizes_default_to_the_issue_and_quick_is_small() -> None:
 
 
 def test_lsyncd_runs_its_rsyncssh_mode_on_our_transport() -> None:
-    config = _lsyncd_config(1)
+    config = lsyncd_config(1)
     assert "default.rsyncssh" in config and "delay = 1," in config
     assert 'StrictHostKeyChecking = "yes"' in config and 'ControlPersist = "60"' in config
     assert "port = 2222" in config and "archive = true" in config
@@ -130,7 +131,7 @@ def test_the_master_log_gives_each_pass_and_its_outcome() -> None:
         "2026-11-25T04:00:00Z gitlab-sync: pass 20261125T040000-ab (change) ok in 2.50 s: 9 files\n"
         "2026-11-25T04:00:03Z gitlab-sync: pass 20261125T040003-cd (timer) failed in 0.10 s: x\n"
     )
-    assert _passes(log) == [
+    assert logged_passes(log) == [
         ("20261125T040000-ab", "ok", 2.5),
         ("20261125T040003-cd", "failed", 0.1),
     ]
@@ -206,9 +207,9 @@ def test_compare_sees_content_mode_and_time(tmp_path: Path) -> None:
 
 def test_touch_rewrites_small_files(tmp_path: Path) -> None:
     probe.make_tree(tmp_path / "t", 300, 1 << 20, seed=5)
-    before = probe._entries(tmp_path / "t")
+    before = probe.entries(tmp_path / "t")
     assert probe.touch(tmp_path / "t", 25, seed=6) == {"changed": 25}
-    after = probe._entries(tmp_path / "t")
+    after = probe.entries(tmp_path / "t")
     assert sum(1 for k in before if before[k] != after.get(k)) >= 25
 
 

@@ -21,16 +21,10 @@ import pytest
 
 from gitlab_sync import pg, receiver
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, save_pairing
-from gitlab_sync.sender import (
-    Watcher,
-    not_refs_filters,
-    postgres_excludes,
-    postgresql_mode,
-    refs_filters,
-    wal_filters,
-    watch_exclude,
-)
+from gitlab_sync.filters import not_refs_filters, postgres_excludes, refs_filters, wal_filters
+from gitlab_sync.sender import postgresql_mode
 from gitlab_sync.snapshots import PG_DATA, Area
+from gitlab_sync.watcher import Watcher, watch_exclude
 
 REPO = "data/git-data/repositories/group/sub/project.git"
 FILES = (
@@ -209,11 +203,11 @@ def test_lsn_arithmetic_and_the_start_segment_from_a_label() -> None:
 
 
 def test_postgresql_mode_is_backup_only_while_a_server_listens(tmp_path: Path) -> None:
-    layout = pg.Layout(tmp_path)
-    assert postgresql_mode(layout) == "none"
-    (layout.data).mkdir(parents=True)
-    (layout.data / "PG_VERSION").write_text("15\n")
-    assert postgresql_mode(layout) == "offline"
+    cluster = pg.PgCluster(tmp_path)
+    assert postgresql_mode(cluster) == "none"
+    (cluster.data).mkdir(parents=True)
+    (cluster.data / "PG_VERSION").write_text("15\n")
+    assert postgresql_mode(cluster) == "offline"
     short = Path(f"/tmp/gs-{os.getpid()}")  # a socket path must be short
     short.mkdir(exist_ok=True)
     try:
@@ -221,7 +215,7 @@ def test_postgresql_mode_is_backup_only_while_a_server_listens(tmp_path: Path) -
         sock_dir.mkdir(parents=True, exist_ok=True)
         (short / pg.DATA_DIR).mkdir(exist_ok=True)
         (short / pg.DATA_DIR / "PG_VERSION").write_text("15\n")
-        listening = pg.Layout(short)
+        listening = pg.PgCluster(short)
         with socket.socket(socket.AF_UNIX) as server:
             server.bind(str(listening.socket))
             server.listen()
@@ -233,18 +227,18 @@ def test_postgresql_mode_is_backup_only_while_a_server_listens(tmp_path: Path) -
 
 
 def test_a_server_on_another_socket_is_refused_not_copied_as_stopped(tmp_path: Path) -> None:
-    layout = pg.Layout(tmp_path)
-    layout.data.mkdir(parents=True)
-    (layout.data / "PG_VERSION").write_text("15\n")
+    cluster = pg.PgCluster(tmp_path)
+    cluster.data.mkdir(parents=True)
+    (cluster.data / "PG_VERSION").write_text("15\n")
     pid = "141\n/var/opt/gitlab/postgresql/data\n1700000000\n{port}\n{dir}\n\n0\nready   \n"
-    layout.pid_file.write_text(pid.format(port=5432, dir="/var/opt/gitlab/postgresql"))
-    assert postgresql_mode(layout) == "offline"  # a killed server's leftover: consistent
-    layout.pid_file.write_text(pid.format(port=5432, dir="/run/postgresql"))
+    cluster.pid_file.write_text(pid.format(port=5432, dir="/var/opt/gitlab/postgresql"))
+    assert postgresql_mode(cluster) == "offline"  # a killed server's leftover: consistent
+    cluster.pid_file.write_text(pid.format(port=5432, dir="/run/postgresql"))
     with pytest.raises(SyncError, match="socket is in /run/postgresql"):
-        postgresql_mode(layout)
-    layout.pid_file.write_text(pid.format(port=5433, dir="/var/opt/gitlab/postgresql"))
+        postgresql_mode(cluster)
+    cluster.pid_file.write_text(pid.format(port=5433, dir="/var/opt/gitlab/postgresql"))
     with pytest.raises(SyncError, match="port 5433"):
-        postgresql_mode(layout)
+        postgresql_mode(cluster)
 
 
 def _received_with_cluster(area: Area, pass_id: str) -> None:

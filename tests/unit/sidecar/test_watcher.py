@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitlab_sync.sender import Watcher
+from gitlab_sync.watcher import Watcher
 
 EXHAUSTED = """#!/bin/sh
 echo "Setting up watches.  Beware: since -r was given, this may take a while!" >&2
@@ -64,3 +64,12 @@ def test_events_are_batched_until_quiet(tmp_path: Path, monkeypatch: pytest.Monk
         assert not watcher.due(time.monotonic() + 10, batch=0.1, max_delay=1)
     finally:
         watcher.stop()
+
+
+def test_changes_are_pending_until_a_pass_takes_them() -> None:
+    watcher = Watcher(Path("/nonexistent"), lambda _m: None)
+    assert not watcher.pending()
+    watcher.poke()
+    assert watcher.pending()
+    watcher.take()
+    assert not watcher.pending()

@@ -1,0 +1,62 @@
+"""The rsync filters of a pass: refs first, then everything else, then PostgreSQL's WAL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gitlab_sync import pg
+
+# Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
+REPOSITORIES = "/data/git-data/repositories"
+# What a ref is, in the two filter forms the passes need: excluded from the second pass with
+# ``refs/**`` (the refs directory itself still arrives, so a new repository is never broken),
+# included in the first with ``refs/***`` (the directory and all in it) inside a ``*.git``.
+_REF_PATTERNS = ("**/packed-refs", "**/refs/**", "**/reftable/**")
+_REF_ENTRIES = ("HEAD", "packed-refs", "refs/***", "reftable/***")  # in a repository
+
+
+def refs_filters() -> list[str]:
+    """The first rsync of a pass: every repository's refs, HEAD and packed-refs, nothing else.
+
+    Copied before the objects, refs in a snapshot only name objects that existed when they
+    were read (git writes objects before it moves a ref), and those are in the later copy.
+    Inside a repository (a ``*.git`` directory) nothing else is even listed: walking every
+    objects directory here would double the cost of a pass on a large tree.
+    """
+    parents = ["/data/", "/data/git-data/", f"{REPOSITORIES}/"]
+    rules = [f"--include={p}" for p in parents]
+    rules += [f"--include={REPOSITORIES}/**.git/{p}" for p in _REF_ENTRIES]
+    rules += [f"--exclude={REPOSITORIES}/**.git/*", f"--include={REPOSITORIES}/**/"]
+    return [*rules, "--exclude=*"]
+
+
+def not_refs_filters() -> list[str]:
+    """The second rsync: everything but the refs (already there, and protected from --delete
+    because they are excluded).
+
+    HEAD is copied again: a repository created after the first rsync then arrives whole but
+    with no refs (an empty repository, as it was when the pass began), never as a directory
+    git does not recognise. HEAD names a branch, not an object.
+    """
+    return [f"--exclude={REPOSITORIES}/{p}" for p in _REF_PATTERNS]
+
+
+def postgres_excludes() -> list[str]:
+    """What a base backup leaves out, plus the server's socket and its lock file."""
+    data = f"/{pg.DATA_DIR}"
+    rules = [f"--exclude={data}/{p}" for p in pg.BACKUP_EXCLUDES]
+    return [*rules, f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*"]
+
+
+def wal_filters(skip: Sequence[str] = ()) -> list[str]:
+    """The last rsync of a backup pass, after pg_backup_stop: pg_wal only, but the ``skip``
+    segments and archive_status's contents (the copy's server needs neither)."""
+    parts = pg.DATA_DIR.split("/")
+    parents = ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+    return [
+        *(f"--exclude=/{pg.DATA_DIR}/pg_wal/{name}" for name in skip),
+        f"--exclude=/{pg.DATA_DIR}/pg_wal/archive_status/*",
+        *(f"--include={p}" for p in parents),
+        f"--include=/{pg.DATA_DIR}/pg_wal/***",
+        "--exclude=*",
+    ]
