@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from botocore.exceptions import (
     WaiterError,
 )
 
-from ops.errors import AwsError, SettingError
+from ops.errors import AwsError, OpsError, SettingError
 from ops.settings import Settings
 
 if TYPE_CHECKING:
@@ -165,6 +165,24 @@ def aws_errors(call: str, resource: str) -> Iterator[None]:
         yield
     except (ClientError, BotoCoreError) as exc:
         raise AwsError(f"{call} for {resource} failed: {_cause(exc)}") from exc
+
+
+@contextmanager
+def known_refusals(
+    call: str, resource: str, codes: Collection[str], refusal: Callable[[str], OpsError]
+) -> Iterator[None]:
+    """As :func:`aws_errors`, but an AWS error whose code is one of ``codes`` (``"X*"``: any
+    code starting with X) is raised as ``refusal(code)``, the user's sentence for an answer
+    that means a setting names something that does not exist."""
+    try:
+        with aws_errors(call, resource):
+            yield
+    except AwsError as exc:
+        code = error_code(exc)
+        known = any(code.startswith(c[:-1]) if c.endswith("*") else code == c for c in codes)
+        if not known:
+            raise
+        raise refusal(code) from exc.__cause__
 
 
 def error_code(exc: BaseException) -> str:

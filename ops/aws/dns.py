@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ops.aws.client import aws_errors, error_code
+from ops.aws.client import aws_errors, known_refusals
 from ops.aws.inventory import PairState
 from ops.aws.writer import Route53Writer
 from ops.errors import AwsError, SettingError
@@ -93,17 +93,17 @@ def find_zone(settings: Settings, route53: Route53Client) -> Zone:
     Route 53 has none (gitlab-dr never creates one)."""
     wanted = settings.require("DNS_ZONE")
     if "." not in wanted and wanted.upper() == wanted:
-        try:
-            with aws_errors("route53 GetHostedZone", f"DNS_ZONE {wanted}"):
-                item = route53.get_hosted_zone(Id=wanted)["HostedZone"]
-        except AwsError as exc:
-            if error_code(exc) not in ("NoSuchHostedZone", "InvalidInput"):
-                raise
-            raise SettingError(
-                f"DNS_ZONE {wanted} is not a hosted zone of this account (route53 GetHostedZone: "
-                f"{error_code(exc)}): create it, or name an existing one by id or name; "
+        with known_refusals(
+            "route53 GetHostedZone",
+            f"DNS_ZONE {wanted}",
+            ("NoSuchHostedZone", "InvalidInput"),
+            lambda code: SettingError(
+                f"DNS_ZONE {wanted} is not a hosted zone of this account (route53 "
+                f"GetHostedZone: {code}): create it, or name an existing one by id or name; "
                 f"{NOTHING_CREATED}"
-            ) from exc.__cause__
+            ),
+        ):
+            item = route53.get_hosted_zone(Id=wanted)["HostedZone"]
         return _zone(item)
     with aws_errors("route53 ListHostedZonesByName", f"DNS_ZONE {wanted}"):
         items = route53.list_hosted_zones_by_name(DNSName=wanted, MaxItems="10")["HostedZones"]

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ops.aws.client import aws_errors, error_code
-from ops.errors import AwsError, SettingError
+from ops.aws.client import known_refusals
+from ops.errors import SettingError
 from ops.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,17 +42,17 @@ def check_key(settings: Settings, kms: KMSClient) -> Key | None:
     if not wanted:
         return None
     region = settings.aws_region
-    try:
-        with aws_errors("kms DescribeKey", f"KMS_KEY_ID {wanted}"):
-            metadata = kms.describe_key(KeyId=wanted)["KeyMetadata"]
-    except AwsError as exc:
-        if error_code(exc) not in ("NotFoundException", "InvalidArnException"):
-            raise
-        raise SettingError(
-            f"KMS_KEY_ID {wanted} is not a KMS key of {region} (kms DescribeKey: "
-            f"{error_code(exc)}): create one (aws kms create-key) or leave KMS_KEY_ID empty for "
-            f"AWS's own EBS key; {NOTHING_CREATED}"
-        ) from exc.__cause__
+    with known_refusals(
+        "kms DescribeKey",
+        f"KMS_KEY_ID {wanted}",
+        ("NotFoundException", "InvalidArnException"),
+        lambda code: SettingError(
+            f"KMS_KEY_ID {wanted} is not a KMS key of {region} (kms DescribeKey: {code}): "
+            "create one (aws kms create-key) or leave KMS_KEY_ID empty for AWS's own EBS key; "
+            f"{NOTHING_CREATED}"
+        ),
+    ):
+        metadata = kms.describe_key(KeyId=wanted)["KeyMetadata"]
     state = metadata.get("KeyState", "Unknown")
     if state != "Enabled":
         raise SettingError(

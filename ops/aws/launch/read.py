@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from ops.aws.client import aws_errors, error_code, kms_client, route53_client, tags_of
+from ops.aws.client import (
+    aws_errors,
+    kms_client,
+    known_refusals,
+    route53_client,
+    tags_of,
+)
 from ops.aws.cost import load_prices
 from ops.aws.dns import read_dns
 from ops.aws.inventory import OPEN_GROUP, SLAVE_GROUP, TAG_PROJECT, describe_pair
@@ -63,17 +69,16 @@ def instance_type(settings: Settings) -> InstanceTypeType:
 
 def check_ami(ec2: EC2Client, ami_id: str, region: str) -> Ami:
     """The AMI ``ami_id``, which must exist in ``region`` and be available."""
-    try:
-        with aws_errors("ec2 DescribeImages", f"AMI {ami_id}"):
-            images = ec2.describe_images(ImageIds=[ami_id]).get("Images", [])
-    except AwsError as exc:
-        if error_code(exc).startswith("InvalidAMIID"):
-            raise AwsError(
-                f"AMI_ID {ami_id} does not exist in {region} (ec2 DescribeImages: "
-                f"{error_code(exc)}): build one with inv build-ami, or set the id of an AMI "
-                f"of this region; nothing was created"
-            ) from exc.__cause__
-        raise
+    with known_refusals(
+        "ec2 DescribeImages",
+        f"AMI {ami_id}",
+        ("InvalidAMIID*",),
+        lambda code: AwsError(
+            f"AMI_ID {ami_id} does not exist in {region} (ec2 DescribeImages: {code}): build "
+            "one with inv build-ami, or set the id of an AMI of this region; nothing was created"
+        ),
+    ):
+        images = ec2.describe_images(ImageIds=[ami_id]).get("Images", [])
     if not images:
         raise AwsError(
             f"AMI_ID {ami_id} does not exist in {region} or is not visible to this account: "
@@ -129,31 +134,31 @@ def read_world(
 
 
 def _check_instance_type(settings: Settings, ec2: EC2Client) -> None:
-    try:
-        with aws_errors("ec2 DescribeInstanceTypes", f"instance type {settings.instance_type}"):
-            ec2.describe_instance_types(InstanceTypes=[instance_type(settings)])
-    except AwsError as exc:
-        if error_code(exc) != "InvalidInstanceType":
-            raise
-        raise SettingError(
+    with known_refusals(
+        "ec2 DescribeInstanceTypes",
+        f"instance type {settings.instance_type}",
+        ("InvalidInstanceType",),
+        lambda _: SettingError(
             f"INSTANCE_TYPE {settings.instance_type} is not an EC2 instance type in "
             f"{settings.aws_region}"
-        ) from exc.__cause__
+        ),
+    ):
+        ec2.describe_instance_types(InstanceTypes=[instance_type(settings)])
 
 
 def _check_key_pair(settings: Settings, ec2: EC2Client) -> None:
     if not settings.key_name:
         return
-    try:
-        with aws_errors("ec2 DescribeKeyPairs", f"key pair {settings.key_name}"):
-            ec2.describe_key_pairs(KeyNames=[settings.key_name])
-    except AwsError as exc:
-        if error_code(exc) != "InvalidKeyPair.NotFound":
-            raise
-        raise SettingError(
+    with known_refusals(
+        "ec2 DescribeKeyPairs",
+        f"key pair {settings.key_name}",
+        ("InvalidKeyPair.NotFound",),
+        lambda _: SettingError(
             f"KEY_NAME {settings.key_name} is not a key pair of {settings.aws_region}: import "
-            f"your public key (aws ec2 import-key-pair) or leave KEY_NAME empty"
-        ) from exc.__cause__
+            "your public key (aws ec2 import-key-pair) or leave KEY_NAME empty"
+        ),
+    ):
+        ec2.describe_key_pairs(KeyNames=[settings.key_name])
 
 
 def _groups(ec2: EC2Client, vpc_id: str) -> tuple[Group, ...]:
