@@ -14,7 +14,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 import tasks
-from ops.aws import ami
+from ops.aws import ami, packer_output
 from ops.aws.ami import PackerError
 from ops.errors import Refusal, SettingError
 from ops.settings import Settings, load
@@ -27,8 +27,8 @@ def fixture_lines(name: str) -> list[str]:
     return (FIXTURES / name).read_text(encoding="utf-8").splitlines()
 
 
-def fixture_messages(name: str) -> list[ami.Message]:
-    parsed = [ami.parse_line(line) for line in fixture_lines(name)]
+def fixture_messages(name: str) -> list[packer_output.Message]:
+    parsed = [packer_output.parse_line(line) for line in fixture_lines(name)]
     assert all(m is not None for m in parsed), f"{name} has a line that is not machine-readable"
     return [m for m in parsed if m is not None]
 
@@ -57,15 +57,15 @@ def packer(tmp_path: Path) -> FakePacker:
 
 def test_a_machine_readable_line_is_split_and_unescaped() -> None:
     line = "1732492850,,ui,message,    x: 0 upgraded%!(PACKER_COMMA) 0 newly installed\\nnext"
-    message = ami.parse_line(line)
-    assert message == ami.Message(
+    message = packer_output.parse_line(line)
+    assert message == packer_output.Message(
         1732492850, "", "ui", ("message", "    x: 0 upgraded, 0 newly installed\nnext")
     )
 
 
 def test_a_machine_readable_line_keeps_its_target_and_every_data_field() -> None:
-    message = ami.parse_line("1732493573,gitlab-dr.amazon-ebs.gitlab,artifact,0,end\n")
-    assert message == ami.Message(
+    message = packer_output.parse_line("1732493573,gitlab-dr.amazon-ebs.gitlab,artifact,0,end\n")
+    assert message == packer_output.Message(
         1732493573, "gitlab-dr.amazon-ebs.gitlab", "artifact", ("0", "end")
     )
 
@@ -75,7 +75,7 @@ def test_a_machine_readable_line_keeps_its_target_and_every_data_field() -> None
     ["", "panic: runtime error", "==> amazon-ebs: not machine readable", "12ab,,ui,say,x"],
 )
 def test_text_that_is_not_machine_readable_is_not_a_message(line: str) -> None:
-    assert ami.parse_line(line) is None
+    assert packer_output.parse_line(line) is None
 
 
 def test_every_line_of_the_recorded_outputs_is_machine_readable() -> None:
@@ -84,7 +84,11 @@ def test_every_line_of_the_recorded_outputs_is_machine_readable() -> None:
 
 
 def test_progress_shows_the_text_of_say_message_and_error_and_nothing_else() -> None:
-    shown = [line for m in fixture_messages("build_success.txt") for line in ami.progress_lines(m)]
+    shown = [
+        line
+        for m in fixture_messages("build_success.txt")
+        for line in packer_output.progress_lines(m)
+    ]
     assert "==> gitlab-dr.amazon-ebs.gitlab: Launching a source AWS instance..." in shown
     assert "    gitlab-dr.amazon-ebs.gitlab: Instance ID: i-0b2e6f1c9a4d83750" in shown
     assert "==> gitlab-dr.amazon-ebs.gitlab: No volumes to clean up, skipping" in shown
@@ -100,32 +104,37 @@ def test_progress_shows_the_text_of_say_message_and_error_and_nothing_else() -> 
 
 def test_the_ami_id_is_read_from_the_artifact_line_of_a_recorded_build() -> None:
     # The build also mentions the source AMI and the AMI before tagging: only the artifact counts.
-    assert ami.artifact_ids(fixture_messages("build_success.txt")) == {"eu-west-1": AMI_ID}
+    assert packer_output.artifact_ids(fixture_messages("build_success.txt")) == {
+        "eu-west-1": AMI_ID
+    }
 
 
 def test_an_artifact_copied_to_several_regions_gives_one_id_per_region() -> None:
-    message = ami.parse_line(
+    message = packer_output.parse_line(
         "1,b.amazon-ebs.x,artifact,0,id,eu-west-1:ami-0aaa%!(PACKER_COMMA)us-east-1:ami-0bbb"
     )
     assert message is not None
-    assert ami.artifact_ids([message]) == {"eu-west-1": "ami-0aaa", "us-east-1": "ami-0bbb"}
+    assert packer_output.artifact_ids([message]) == {
+        "eu-west-1": "ami-0aaa",
+        "us-east-1": "ami-0bbb",
+    }
 
 
 def test_a_failed_build_gives_packers_error_on_one_line() -> None:
-    error = ami.last_error(fixture_messages("build_failure.txt"))
+    error = packer_output.last_error(fixture_messages("build_failure.txt"))
     assert error.startswith("Error querying AMI: UnauthorizedOperation: You are not authorized")
     assert error.endswith("status code: 403, request id: 3c1f7e2a-9b4d-4e6a-8f0c-5d2b1a7e9c34")
     assert "\n" not in error
 
 
 def test_a_template_problem_gives_the_diagnostic_on_one_line() -> None:
-    error = ami.last_error(fixture_messages("hcl_error.txt"))
+    error = packer_output.last_error(fixture_messages("hcl_error.txt"))
     assert error.startswith('Error: Undefined -var variable A "zzz" variable was passed')
     assert "\n" not in error
 
 
 def test_a_crash_without_machine_readable_error_gives_the_last_plain_line() -> None:
-    assert ami.last_error([], ["", "panic: runtime error: nil map", ""]) == (
+    assert packer_output.last_error([], ["", "panic: runtime error: nil map", ""]) == (
         "panic: runtime error: nil map"
     )
 
@@ -136,7 +145,7 @@ def test_a_crash_without_machine_readable_error_gives_the_last_plain_line() -> N
 def test_packers_version_is_read_from_its_machine_readable_output(
     fixture: str, version: tuple[int, int, int]
 ) -> None:
-    assert ami.packer_version(fixture_messages(fixture)) == version
+    assert packer_output.packer_version(fixture_messages(fixture)) == version
 
 
 # --- The template and the command lines ---------------------------------------------------------
