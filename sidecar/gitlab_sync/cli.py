@@ -1,7 +1,8 @@
 """``gitlab-sync``: pair a master and a slave sidecar and keep the slave's snapshots fresh.
 
-The seed's verbs (add, ls, start, stop) plus rm, status, key, pass, prepare, manifest and
-health. Run inside the gitlab-rsync container, e.g. ``docker exec gitlab-rsync gitlab-sync status``.
+The seed's verbs (add, ls, start, stop) plus rm, status, key, pass, health, and the verbs
+about the data: layout, prepare, restore, manifest (in cli_data.py). Run inside the
+gitlab-rsync container, e.g. ``docker exec gitlab-rsync gitlab-sync status``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from gitlab_sync import keys, manifest
+from gitlab_sync import cli_data, keys, layout
 from gitlab_sync.config import (
     Pairing,
     Paths,
@@ -84,28 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the last pass of a planned switchover (GitLab stopped on the master)",
     )
     one.add_argument("--json", action="store_true", help="as JSON")
-    prep = sub.add_parser(
-        "prepare",
-        help="copy a complete snapshot (default: current) into TARGET for GitLab to run on",
-    )
-    prep.add_argument(
-        "target", help="a directory holding nothing but empty directories, e.g. /target"
-    )
-    prep.add_argument("--snapshot", help="the snapshot's name (default: current)")
-    prep.add_argument("--json", action="store_true", help="as JSON")
-    back = sub.add_parser(
-        "restore",
-        help="promotion: put the newest complete snapshot in TARGET (idempotent; what was "
-        "there is moved aside, never deleted)",
-    )
-    back.add_argument("target", help="GITLAB_HOME, mounted read-write (e.g. /target)")
-    back.add_argument("--json", action="store_true", help="as JSON")
-    man = sub.add_parser(
-        "manifest", help="the manifest of a tree (path, type, mode, owner, hash...)"
-    )
-    man.add_argument("path", help="a directory, e.g. /source or /sync/current")
-    man.add_argument("--digest", action="store_true", help="print one hash of the whole manifest")
-    man.add_argument("--no-hash", action="store_true", help="skip content hashes (faster)")
+    cli_data.add_parsers(sub)
     sub.add_parser("health", help="exit 0 when the daemon is alive and doing its role")
     sub.add_parser("daemon", help="the container's main process (not for manual use)")
     sub.add_parser("serve", help="the slave's receiver, run by sshd (not for manual use)")
@@ -242,6 +221,7 @@ def status(paths: Paths) -> SidecarStatus:
         daemon_started_at=daemon.get("started_at"),
         watch=daemon.get("watch"),
         watch_note=daemon.get("watch_note") or "",
+        layout=layout.detect(paths.source, paths.sync).to_json(),
     )
     if pairing and pairing.role == "master":
         passes = PassLog(paths).read()
@@ -287,6 +267,7 @@ def _status_text(d: dict[str, Any]) -> str:
         f"role:          {d['role']} (epoch {d['epoch']})",
         f"peer:          {d['peer']}",
         f"running:       {'yes' if d['running'] else 'no'}",
+        f"method:        {d['layout'].get('method', '?')}: {d['layout'].get('why', '')}",
     ]
     if d["role"] == "master":
         lines.append(f"watch:         {d['watch'] or '-'} {d['watch_note']}".rstrip())
@@ -329,46 +310,8 @@ def cmd_pass(args: argparse.Namespace, paths: Paths) -> int:
     return 0 if record.outcome == "ok" else 1
 
 
-def cmd_prepare(args: argparse.Namespace, paths: Paths) -> int:
-    done = Area(paths.sync).prepare(Path(args.target), args.snapshot)
-    _print(
-        done,
-        args.json,
-        lambda d: (
-            f"prepared {d['snapshot']} in {d['target']}: {d['bytes']} bytes "
-            f"in {d['seconds']} s ({d['seconds_per_gb']} s/GB)"
-        ),
-    )
-    return 0
-
-
 def cmd_key(args: argparse.Namespace, paths: Paths) -> int:
     _print(keys.public_keys(paths), args.json, lambda k: f"client {k['client']}\nhost {k['host']}")
-    return 0
-
-
-def cmd_restore(args: argparse.Namespace, paths: Paths) -> int:
-    from gitlab_sync.restore import restore
-
-    record = restore(Area(paths.sync), Path(args.target))
-    _print(
-        record,
-        args.json,
-        lambda r: (
-            f"restored snapshot {r['snapshot']} into {args.target}"
-            + ("" if r["copied"] else " (already there)")
-        ),
-    )
-    return 0
-
-
-def cmd_manifest(args: argparse.Namespace, paths: Paths) -> int:
-    records = manifest.manifest(args.path, hashes=not args.no_hash)
-    if args.digest:
-        print(manifest.digest(records))
-    else:
-        for record in records:
-            print(json.dumps(record, sort_keys=True))
     return 0
 
 
@@ -396,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gitlab_sync import receiver
 
         return receiver.main()
-    handler = globals()[f"cmd_{args.command}"]
+    handler = cli_data.COMMANDS.get(args.command) or globals()[f"cmd_{args.command}"]
     try:
         code: int = handler(args, paths)
     except SyncError as exc:

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from gitlab_sync import keys, metrics
+from gitlab_sync import frozen_pass, keys, metrics
 from gitlab_sync.config import Pairing, Paths, Tunables, iso, load_pairing, write_json
 from gitlab_sync.sender import Sender
 from gitlab_sync.snapshots import Area
-from gitlab_sync.watcher import Watcher, watch_exclude
+from gitlab_sync.watcher import CHANGE_LIMIT, POSTGRESQL_OWN, Watcher
 
 SSHD_CONFIG = "/etc/gitlab-sync/sshd_config"
 
@@ -124,8 +124,15 @@ class Daemon:
             self.sshd = None
 
     def _start_sender(self, pairing: Pairing) -> None:
-        self.watcher = Watcher(self.paths.source, log, watch_exclude(self.paths.source))
         self.sender = Sender(self.paths, pairing, self.tunables, log)
+        log(f"layout: {self.sender.layout.method} ({self.sender.layout.why})")
+        if self.sender.layout.method == "snapshots":
+            # Every path is watched and kept, and cut at the markers of each pass.
+            self.watcher = Watcher(
+                self.paths.source, log, marks=frozen_pass.folder(self.paths), limit=change_limit()
+            )
+        else:
+            self.watcher = Watcher(self.paths.source, log, exclude=POSTGRESQL_OWN)
         watcher, sender = self.watcher, self.sender
 
         def work() -> None:
@@ -171,6 +178,12 @@ class Daemon:
             except OSError as exc:
                 log(f"could not empty the trash: {exc}")
             time.sleep(5)
+
+
+def change_limit() -> int:
+    """SYNC_MAX_CHANGES: paths kept between two passes at most (beyond, a full pass is sent)."""
+    text = os.environ.get("SYNC_MAX_CHANGES", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else CHANGE_LIMIT
 
 
 def _describe(pairing: Pairing | None) -> str:

@@ -1,4 +1,9 @@
-"""The rsync filters of a pass: refs first, then everything else, then PostgreSQL's WAL."""
+"""The rsync filters of a pass.
+
+From a frozen snapshot (one instant): the whole tree but PostgreSQL's pid file, options file
+and socket (:func:`frozen_excludes`). On the fallback (a live tree): refs first, then everything
+else, then (after pg_backup_stop) everything else again and PostgreSQL's WAL.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +44,29 @@ def not_refs_filters() -> list[str]:
     git does not recognise. HEAD names a branch, not an object.
     """
     return [f"--exclude={REPOSITORIES}/{p}" for p in _REF_PATTERNS]
+
+
+def frozen_excludes() -> list[str]:
+    """What a pass from a frozen snapshot leaves out: the server's pid and options files, its
+    socket and the socket's lock file. The copy is a crash image; PostgreSQL starts it by its
+    ordinary crash recovery, and a stale ``postmaster.pid`` would only get in its way."""
+    data = f"/{pg.DATA_DIR}"
+    return [
+        f"--exclude={data}/postmaster.pid",
+        f"--exclude={data}/postmaster.opts",
+        f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*",
+    ]
+
+
+def after_stop_filters() -> list[str]:
+    """The rsync after pg_backup_stop: everything again but the refs (kept as the first step
+    read them) and PostgreSQL's data directory (kept as the backup copied it), so that a file
+    written before the stop, which a row of the backup may name, is in the snapshot."""
+    return [
+        *not_refs_filters(),
+        f"--exclude=/{pg.DATA_DIR}/",
+        f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*",
+    ]
 
 
 def postgres_excludes() -> list[str]:

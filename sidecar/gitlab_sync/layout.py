@@ -17,6 +17,7 @@ also the fallback, but :attr:`Layout.problems` names what is wrong, and ``inv pa
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,9 +39,13 @@ class Mount:
     options: frozenset[str]  # the filesystem's (superblock) options
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    return text.encode().decode("unicode_escape") if "\\" in text else text
+    """mountinfo's path with its escapes undone: the kernel writes space, tab, newline and
+    backslash as ``\\ooo`` and leaves every other byte (UTF-8 names too) as it is."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -70,7 +75,8 @@ def mount_of(path: Path, mounts: list[Mount] | None = None) -> Mount | None:
     mounted there, when several were)."""
     if mounts is None:
         try:
-            mounts = parse_mountinfo(MOUNTINFO.read_text())
+            # bytes as the kernel has them: a name that is not UTF-8 stays one
+            mounts = parse_mountinfo(MOUNTINFO.read_text(errors="surrogateescape"))
         except OSError:
             return None
     target = str(path.resolve() if path.exists() else path)
@@ -86,6 +92,25 @@ def mount_of(path: Path, mounts: list[Mount] | None = None) -> Mount | None:
 def fstype(path: Path) -> str:
     mount = mount_of(path)
     return mount.fstype if mount else "unknown"
+
+
+def is_mount_point(path: Path, mounts: list[Mount] | None = None) -> bool:
+    """Whether something is mounted at ``path`` itself. Not :func:`os.path.ismount`: every
+    btrfs subvolume has a device number of its own, so that one says yes to each of them."""
+    mount = mount_of(path, mounts)
+    target = str(path.resolve() if path.exists() else path)
+    return mount is not None and (mount.point.rstrip("/") or "/") == target
+
+
+def sync_method(sync: Path, mounts: list[Mount] | None = None) -> Method:
+    """How the slave keeps its snapshots in ``sync``: as btrfs subvolumes when ``sync`` is on
+    btrfs mounted with ``user_subvol_rm_allowed`` (which is all that receiving, publishing and
+    pruning them needs), else as hard-linked folders. Only the sync area decides it: a slave
+    whose GITLAB_HOME is laid out wrongly still receives in O(1); :func:`detect` names the
+    problem, and promotion copies where it cannot snapshot."""
+    mount = mount_of(sync, mounts)
+    on_btrfs = mount is not None and mount.fstype == "btrfs" and MOUNT_OPTION in mount.options
+    return "snapshots" if on_btrfs else "fallback"
 
 
 @dataclass(frozen=True)
@@ -140,7 +165,11 @@ def _area(path: Path, mounts: list[Mount] | None) -> Area | None:
 
 def detect(source: Path, sync: Path, mounts: list[Mount] | None = None) -> Layout:
     """The method this host's sidecar uses, and why."""
-    src, area = _area(source, mounts), _area(sync, mounts)
+    return decide(source, sync, _area(source, mounts), _area(sync, mounts))
+
+
+def decide(source: Path, sync: Path, src: Area | None, area: Area | None) -> Layout:
+    """:func:`detect`'s judgement of the two areas as found (None: missing)."""
     if area is None:
         return Layout("fallback", f"{sync} does not exist", [], src, area)
     on_btrfs = [a for a in (src, area) if a is not None and a.fstype == "btrfs"]

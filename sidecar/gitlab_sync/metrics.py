@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import http.server
 import json
 import math
 import os
@@ -24,11 +23,14 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitlab_sync.config import Log, Paths, Tunables, load_pairing, read_json, write_text
 from gitlab_sync.snapshots import Area
 from gitlab_sync.status import PassSummary, moment
+
+if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
 
 PORT = 9187
 """The port ``/metrics`` listens on in the container (Compose publishes it as METRICS_PORT)."""
@@ -146,9 +148,13 @@ def count(paths: Paths, name: str, step: float = 1.0, **labels: str) -> None:
         write_text(counters_path(paths), json.dumps(saved, indent=1) + "\n", mode=0o644)
 
 
-def count_pass(paths: Paths, trigger: str, outcome: str, files_sent: int, bytes_sent: int) -> None:
-    """What the master counts when a pass ends: the pass, and what it sent."""
-    count(paths, "passes_total", trigger=trigger, outcome=outcome)
+def count_pass(
+    paths: Paths, trigger: str, outcome: str, files_sent: int, bytes_sent: int, kind: str = ""
+) -> None:
+    """What the master counts when a pass ends: the pass (``kind``: full, change, or "" when it
+    failed before choosing), and what it sent."""
+    labels = {"trigger": trigger, "outcome": outcome, **({"kind": kind} if kind else {})}
+    count(paths, "passes_total", 1.0, **labels)
     if files_sent:
         count(paths, "sent_files_total", float(files_sent))
     if bytes_sent:
@@ -244,7 +250,9 @@ def master_families(
         gauge("pass_last_complete_start_timestamp_seconds",
               "When the last complete pass began (its snapshot's instant).",
               _seconds(complete.started_at) if complete else None),
-        counter(counters, "passes_total", "Passes ended, by trigger and outcome.", zero=False),
+        counter(counters, "passes_total",
+                "Passes ended, by trigger, kind (full: the whole tree; change: what changed) "
+                "and outcome.", zero=False),
         counter(counters, "sent_files_total", "Files transferred to the slave by passes."),
         counter(counters, "sent_bytes_total", "Bytes of files transferred to the slave by passes."),
     ]  # fmt: skip
@@ -294,33 +302,34 @@ def exposition(paths: Paths, now: dt.datetime | None = None) -> str:
 # --- where they are served -----------------------------------------------------------------------
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    paths: Paths
-    log: Log
+def serve(paths: Paths, log: Log, port: int = PORT, host: str = "") -> ThreadingHTTPServer:
+    """Serve ``/metrics`` from a thread of its own (a daemon thread); returns the server.
 
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != "/metrics":
-            self.send_error(404, "only /metrics here")
-            return
-        try:
-            body = exposition(self.paths).encode()
-        except (OSError, ValueError) as exc:
-            self.send_error(500, f"could not read the sidecar's status: {exc}")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    ``http.server`` is imported here, not with the module: the receiver imports this module for
+    its counters at every command the master sends, and that import alone costs more than the
+    rest of the receiver's start."""
+    import http.server
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # one line per scrape would drown the daemon's log
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404, "only /metrics here")
+                return
+            try:
+                body = exposition(paths).encode()
+            except (OSError, ValueError) as exc:
+                self.send_error(500, f"could not read the sidecar's status: {exc}")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per scrape would drown the daemon's log
 
-def serve(paths: Paths, log: Log, port: int = PORT, host: str = "") -> http.server.HTTPServer:
-    """Serve ``/metrics`` from a thread of its own (a daemon thread); returns the server."""
-    handler = type("Handler", (_Handler,), {"paths": paths, "log": staticmethod(log)})
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -4,7 +4,11 @@ sshd runs it as the forced command of the master's key; what the master asked fo
 ``SSH_ORIGINAL_COMMAND`` as ``gitlab-sync-recv VERB EPOCH [PASS] [rsync server args]``:
 
 - ``hello EPOCH``: the slave's state as JSON (``gitlab-sync start`` checks the pairing with it);
-- ``rsync EPOCH PASS --server ...``: receive a pass into the sync area's ``.incoming``;
+- ``rsync EPOCH PASS [base=NAME] --server ...``: receive a pass into the sync area's
+  ``.incoming``. ``base=NAME`` says the pass carries only what changed since snapshot NAME: it
+  is refused (one line naming "base", and the master sends a full pass instead) unless
+  ``.incoming`` starts as a copy of NAME, i.e. the area keeps btrfs snapshots and NAME is its
+  ``current``;
 - ``label EPOCH PASS NAME``: write PostgreSQL's ``backup_label`` (or ``tablespace_map``), read
   from stdin, into that pass's copy of the data directory;
 - ``commit EPOCH PASS``: publish that pass as the newest snapshot.
@@ -27,18 +31,19 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from gitlab_sync import metrics, rsync
+from gitlab_sync import layout, metrics, rsync
 from gitlab_sync.config import (
     Paths,
     SyncError,
     Tunables,
     iso,
     load_pairing,
+    parse_iso,
     quoted,
     read_json,
     write_json,
 )
-from gitlab_sync.snapshots import LABEL_MAX, Area
+from gitlab_sync.snapshots import LABEL_MAX, NAME_PATTERN, Area
 
 _PASS_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _EPOCH = re.compile(r"^[0-9]{1,18}$")  # ASCII digits: str.isdigit() also takes "²"
@@ -108,6 +113,7 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
                     "current": summary["current"],
                     "snapshots": summary["snapshots"],
                     "free_bytes": usage.free,
+                    "layout": layout.detect(paths.source, paths.sync).to_json(),
                 }
             )
         )
@@ -116,7 +122,10 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
         raise SyncError("refused: a pass id is required")
     pass_id = words[3]
     if verb == "rsync":
-        return _receive(area, paths, pass_id, epoch, words[4:])
+        rest, base = words[4:], None
+        if rest and rest[0].startswith("base="):
+            base = rest.pop(0).removeprefix("base=")
+        return _receive(area, paths, pass_id, epoch, rest, base)
     if verb == "label":
         if len(words) != 5:
             raise SyncError("refused: label takes a file name")
@@ -125,31 +134,68 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
             area.write_label(pass_id, words[4], data)
         return 0
     if verb == "commit":
-        extra: dict[str, object] = {"epoch": epoch}
-        for word in words[4:]:  # stats the master saw, e.g. files=12 bytes=3400
-            key, _, value = word.partition("=")
-            if (
-                key in {"files", "bytes", "files_transferred", "bytes_transferred", "wal_bytes"}
-                and value.isdigit()
-            ):
-                extra[key] = int(value)
+        extra, instant = commit_words(epoch, words[4:])
         with area.locked(wait=True):
-            done = area.commit(pass_id, tunables.keep, tunables.max_age, extra)
+            done = area.commit(pass_id, tunables.keep, tunables.max_age, extra, instant)
         _record(paths, error="", committed=done["snapshot"])
         print(json.dumps(done))
         return 0
     raise SyncError(f"refused: unknown verb {quoted(verb)}")
 
 
-def _receive(area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str]) -> int:
+def commit_words(epoch: int, words: list[str]) -> tuple[dict[str, object], dt.datetime | None]:
+    """What ``commit`` carries after the pass id: the stats the master saw (``files=12``,
+    ``bytes=3400``...) and, for a pass from one instant, ``instant=`` (see Area.commit)."""
+    extra: dict[str, object] = {"epoch": epoch}
+    instant: dt.datetime | None = None
+    for word in words:
+        key, _, value = word.partition("=")
+        if (
+            key in {"files", "bytes", "files_transferred", "bytes_transferred", "wal_bytes"}
+            and value.isdigit()
+        ):
+            extra[key] = int(value)
+        elif key == "instant":
+            instant = _instant(value)
+    return extra, instant
+
+
+def _instant(text: str) -> dt.datetime:
+    """The master's ``instant=`` word: when its frozen snapshot was taken."""
     try:
-        link_dest = str(area.current.resolve()) if area.current.exists() else None
-        argv = rsync.server_argv(args, str(area.incoming), link_dest)
+        return parse_iso(text)
+    except ValueError:
+        raise SyncError(
+            f"refused: instant={quoted(text, 40)} is not an ISO 8601 UTC time "
+            "(2026-12-02T02:00:00.000000Z)"
+        ) from None
+
+
+def server_command(area: Area, args: list[str]) -> list[str]:
+    """The rsync server that receives into ``area``'s ``.incoming``, from the master's
+    arguments (checked). Hard links from ``current`` on the fallback only: on btrfs,
+    ``.incoming`` already shares every unchanged block with it (and a hard link cannot cross
+    subvolumes)."""
+    fallback = area.method == "fallback" and area.current.exists()
+    link_dest = str(area.current.resolve()) if fallback else None
+    try:
+        return rsync.server_argv(args, str(area.incoming), link_dest)
     except rsync.ServerArgsRefused as exc:
         raise SyncError(f"refused: {exc}") from None
+
+
+def _receive(
+    area: Area, paths: Paths, pass_id: str, epoch: int, args: list[str], base: str | None
+) -> int:
+    if base is not None and not NAME_PATTERN.match(base):
+        raise SyncError(f"refused: base={quoted(base)} is not a snapshot name")
+    argv = server_command(area, args)
     # The next rsync of the same pass may arrive while the last one's receiver still marks it.
     ongoing = (read_json(area.incoming_meta) or {}).get("id") == pass_id
     with area.locked(wait=ongoing):
+        why = area.continues_from(base) if base is not None else ""
+        if why:
+            raise SyncError(f"refused: base={base}: {why}; send a full pass")
         area.begin(pass_id, epoch, dt.datetime.now(dt.UTC))
         # stdin/stdout are the SSH channel: rsync's protocol runs over them untouched.
         code = subprocess.run(argv, check=False).returncode

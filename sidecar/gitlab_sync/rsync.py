@@ -53,12 +53,18 @@ CLIENT_OPTIONS: tuple[str, ...] = (
     "--stats",
 )
 
+# The options a change pass adds (a list of paths instead of the whole tree, NUL-separated): the
+# client reads the list itself and sends the server only -d (directories named in it), -R
+# (paths relative to the destination) and --no-r (no recursion: -a implies none with a list).
+CHANGE_OPTIONS: tuple[str, ...] = ("--from0",)
+
 # The short options a server command line may carry, and the long ones. Anything else (e.g.
 # --sender, which would let the master read the slave, or -s, which hides arguments from us) is
 # refused by server_argv.
-_SERVER_SHORT = frozenset("lHogDtprSzcxvWn")
+_SERVER_SHORT = frozenset("lHogDtprSzcxvWndR")
 _SERVER_LONG = re.compile(
-    r"^--(delete|delete-during|delete-delay|delete-after|numeric-ids|stats|partial|"
+    r"^--(delete|delete-during|delete-delay|delete-after|no-r|"
+    r"numeric-ids|stats|partial|"
     r"bwlimit=\d+[kKmM]?|timeout=\d+|compress-level=\d|checksum-choice=[a-z0-9,]+|"
     r"compress-choice=[a-z0-9]+|info=[A-Za-z0-9,]+|debug=[A-Za-z0-9,]+)$"
 )
@@ -75,12 +81,16 @@ def client_argv(
     rsync_path: str,
     bwlimit: int = 0,
     extra: Iterable[str] = (),
+    files_from: str = "",
 ) -> list[str]:
-    """The master's rsync command: ``source`` (a directory, trailing slash added) to ``dest``."""
+    """The master's rsync command: ``source`` (a directory, trailing slash added) to ``dest``;
+    with ``files_from``, only the paths that file names (NUL-separated, relative to ``source``)."""
     argv = ["rsync", *CLIENT_OPTIONS]
     if bwlimit:
         argv.append(f"--bwlimit={bwlimit}")
     argv += ["--timeout=120", "-e", " ".join(rsh), f"--rsync-path={rsync_path}", *extra]
+    if files_from:
+        argv += [f"--files-from={files_from}", *CHANGE_OPTIONS]
     argv += [source.rstrip("/") + "/", dest]
     return argv
 

@@ -1,33 +1,36 @@
-"""The master's side: consistent passes, triggered by changes.
+"""The master's side: passes, triggered by changes and by a timer.
 
-A pass copies the repositories' refs first, then the rest of the tree, then commits; while
-GitLab's PostgreSQL runs, the whole pass is a base backup through PostgreSQL's low-level API
-(``pg.py``), and its label and WAL follow the files. Every rsync of a pass goes into the same
-``.incoming`` on the slave, so a pass is published whole or not at all.
+How a pass copies the tree depends on the layout (``layout.py``): where GITLAB_HOME is a btrfs
+subvolume, each pass sends from a read-only snapshot of it, taken at one instant, either whole
+or by the paths that changed (``frozen_pass.py``); elsewhere (the fallback) it copies the live
+tree, refs first, inside a PostgreSQL base backup (``backup_pass.py``). Every rsync of a pass
+goes into the same ``.incoming`` on the slave, and a pass is published whole or not at all.
 
 A pass starts when inotify reports changes (batched: it waits for ``batch`` seconds of quiet,
-or ``max_delay`` at most), when PostgreSQL ran a transaction since the last backup pass (asked
-every ``PG_POLL`` seconds; its own files are not watched, since a backup changes them), and
-every ``interval`` seconds regardless, which catches what events miss. When inotify cannot watch
-the tree (watches exhausted), status says so and timed passes carry on alone. The watcher is in
-``watcher.py``, the rsync filters of each step in ``filters.py``.
+or ``max_delay`` at most), and every ``interval`` seconds regardless, which catches what
+events miss. On the fallback PostgreSQL's own files are not watched (a backup changes them):
+the loop asks it every ``PG_POLL`` seconds whether a transaction ran since the last backup
+pass. When inotify cannot watch the tree (watches exhausted), status says so and timed passes
+carry on alone. The watcher is in ``watcher.py``, the rsync filters of each step in
+``filters.py``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import itertools
 import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from gitlab_sync import keys, metrics, pg, rsync
+from gitlab_sync import backup_pass, frozen_pass, keys, layout, metrics, pg, rsync
 from gitlab_sync.config import (
     Log,
     Pairing,
@@ -38,32 +41,8 @@ from gitlab_sync.config import (
     read_json,
     write_json,
 )
-from gitlab_sync.filters import not_refs_filters, postgres_excludes, refs_filters, wal_filters
-from gitlab_sync.watcher import Watcher
-
-
-@dataclass(frozen=True)
-class PassRecord:
-    """One pass as status reports it."""
-
-    id: str
-    trigger: str
-    started_at: str
-    ended_at: str = ""
-    duration_s: float = 0.0
-    files: int = 0
-    files_transferred: int = 0
-    bytes: int = 0
-    bytes_transferred: int = 0
-    outcome: str = "running"  # running, ok, failed, stopped
-    snapshot: str = ""
-    error: str = ""
-    postgresql: str = ""  # backup (low-level API), offline (server down), none (no cluster)
-    backup_window_s: float = 0.0  # pg_backup_start to pg_backup_stop
-    backup_overhead_s: float = 0.0  # what the backup adds: start (checkpoint), stop, label, WAL
-    wal_bytes: int = 0  # WAL written during the backup window (stop LSN - start LSN)
-    wal_bytes_transferred: int = 0  # size of the pg_wal files sent after the stop
-    wal_bytes_sent: int = 0  # what that took on the wire (compressed)
+from gitlab_sync.records import PassRecord, summary
+from gitlab_sync.watcher import Changes, Watcher
 
 
 class PassLog:
@@ -98,13 +77,23 @@ class Sender:
 
     def __init__(self, paths: Paths, pairing: Pairing, tunables: Tunables, log: Log):
         self.paths, self.pairing, self.tunables, self.log = paths, pairing, tunables, log
+        self.layout = layout.detect(paths.source, paths.sync)
         self.passes = PassLog(paths)
+        self.watcher: Watcher | None = None  # the daemon's, while its loop runs
         self._run: rsync.Run | None = None
         self._stopping = threading.Event()
         self._logged_command = False
+        self._phases: list[tuple[str, float]] = []  # the pass's phases, and when each began
         # PostgreSQL's transaction snapshot as the last backup pass saw it just before
         # pg_backup_stop: the loop starts a pass when it changes (see PG_POLL).
         self.pg_seen = ""
+        # What a change pass builds on: the snapshot the previous pass committed, what the
+        # previous pass's cuts left to this one (frozen_pass.py), whether the slave keeps
+        # btrfs snapshots (asked once), and why there is no base.
+        self.base = ""
+        self.carry: Changes | None = None
+        self._slave_snapshots: bool | None = None
+        self.no_base = "the first pass since the sender started"
 
     def hello(self) -> dict[str, Any]:
         """Ask the slave who it is: proves address, host key, our key and the epoch."""
@@ -112,6 +101,14 @@ class Sender:
         out = keys.remote(self.paths, self.pairing, ["hello", str(self.pairing.epoch)], timeout=30)
         answer: dict[str, Any] = json.loads(out)
         return answer
+
+    def slave_keeps_snapshots(self) -> bool:
+        """Whether the slave's sync area is on btrfs (its ``hello`` says; asked once)."""
+        if self._slave_snapshots is None:
+            found = self.hello().get("layout")
+            method = layout.Layout.from_json(found).method if isinstance(found, dict) else ""
+            self._slave_snapshots = method == "snapshots"
+        return self._slave_snapshots
 
     def run_pass(self, trigger: str) -> PassRecord:
         """One complete pass, or a failed one; the outcome is recorded in ``passes.json``."""
@@ -122,38 +119,29 @@ class Sender:
         started = dt.datetime.now(dt.UTC)
         pass_id = started.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         record = PassRecord(id=pass_id, trigger=trigger, started_at=iso(started))
-        self.passes.update(in_progress={**asdict(record), "phase": "starting"})
+        self._phases = []
+        self.phase(record, "starting")
         try:
             record = self._transfer(record, final=trigger == "final")
-        except SyncError as exc:
-            record = _end(record, started, "failed", error=str(exc))
+        except (SyncError, OSError) as exc:
+            record = _end(record, started, "failed", error=_sentence(exc))
+        record = replace(record, phase_s=self._phase_seconds())
         if self._stopping.is_set() and record.outcome == "failed":
             record = _end(record, started, "stopped", error="stopped by gitlab-sync stop")
         fields: dict[str, Any] = {"in_progress": None, "last_pass": asdict(record)}
         if record.outcome == "ok":
             fields["last_complete"] = asdict(record)
-        elif record.outcome == "failed":
+            self.base = record.snapshot
+        else:
+            # The slave's current is not known to be this pass's base any more: the next
+            # pass sends the whole tree, and asks the slave again.
+            self.base, self._slave_snapshots = "", None
+            self.no_base = f"the previous pass {record.outcome}"
+        if record.outcome == "failed":
             fields["last_error"] = {"at": record.ended_at, "message": record.error}
         self.passes.update(**fields)
         self._count(record)
-        self.log(
-            f"pass {record.id} ({trigger}) {record.outcome} in {record.duration_s:.2f} s: "
-            f"{record.files} files, {record.files_transferred} sent, "
-            f"{record.bytes_transferred} bytes"
-            + (
-                f", PostgreSQL {record.postgresql}"
-                + (
-                    f" (backup adds {record.backup_overhead_s:.2f} s, "
-                    f"{record.wal_bytes} bytes of WAL, {record.wal_bytes_transferred} in pg_wal "
-                    f"files, {record.wal_bytes_sent} sent)"
-                    if record.postgresql == "backup" and record.outcome == "ok"
-                    else ""
-                )
-                if record.postgresql
-                else ""
-            )
-            + (f": {record.error}" if record.error else "")
-        )
+        self.log(summary(record))
         return record
 
     def _count(self, record: PassRecord) -> None:
@@ -165,69 +153,29 @@ class Sender:
                 record.outcome,
                 record.files_transferred,
                 record.bytes_transferred,
+                kind=record.kind,
             )
         except OSError as exc:
             self.log(f"could not count pass {record.id} in the metrics: {exc}")
 
     def _transfer(self, record: PassRecord, final: bool = False) -> PassRecord:
-        """Refs, then everything else, then (PostgreSQL running) the backup label and pg_wal."""
+        """The pass's rsyncs (from a frozen copy, or the fallback's), then the commit."""
         started = dt.datetime.now(dt.UTC)
         keys.write_trust(self.paths, self.pairing)
         Path("/run/gitlab-sync").mkdir(parents=True, exist_ok=True)
         cluster = pg.PgCluster(self.paths.source)
-        mode = postgresql_mode(cluster)
-        if final and mode == "backup":
+        if final and cluster.has_cluster() and cluster.listening():
             raise SyncError(
                 "GitLab's PostgreSQL still answers on the master: stop GitLab before the "
                 "final pass of a planned switchover"
             )
-        if mode == "offline":
-            self.pg_seen = "offline"  # the server coming back is a change
-        totals = rsync.Stats()
-        fields: dict[str, Any] = {"postgresql": mode}
-        session: pg.BackupSession | None = None
-        pid_before = cluster.pid_state()
-        overhead = 0.0  # what the backup adds to the pass: pg_backup_start, then stop to WAL
-        try:
-            if mode == "backup":
-                self._phase(record, "backup-start")
-                begun = time.monotonic()
-                session = pg.BackupSession(cluster, self.log)
-                session.start(f"gitlab-sync {record.id}")
-                overhead += time.monotonic() - begun
-            self._phase(record, "refs")
-            totals = _add(totals, self._rsync(record.id, refs_filters(), retry_vanished=True))
-            self._phase(record, "files")
-            excludes = postgres_excludes() if mode == "backup" else []
-            totals = _add(
-                totals,
-                self._rsync(record.id, [*not_refs_filters(), *excludes], retry_vanished=True),
-            )
-            if session is not None:
-                wal, backup = self._finish_backup(record, session, cluster)
-                totals = _add(totals, wal)
-                overhead += backup.pop("finish_s")
-                fields.update(backup, backup_overhead_s=round(overhead, 3))
-        finally:
-            if session is not None:
-                session.close()
-        if mode == "offline" and (cluster.pid_state() != pid_before or cluster.listening()):
-            raise SyncError("the master's PostgreSQL started during the pass; not committed")
-        counts = [
-            f"files={totals.files}",
-            f"bytes={totals.total_bytes}",
-            f"files_transferred={totals.files_transferred}",
-            f"bytes_transferred={totals.transferred_bytes}",
-        ]
-        if "wal_bytes" in fields:
-            counts.append(f"wal_bytes={fields['wal_bytes']}")
-        epoch = str(self.pairing.epoch)
-        self._phase(record, "commit")
-        out = keys.remote(
-            self.paths, self.pairing, ["commit", epoch, record.id, *counts], timeout=600
-        )
-        done = json.loads(out)
-        self.passes.update(snapshots=done["snapshots"])
+        if self.layout.method == "snapshots":
+            with frozen_pass.frozen(self, record) as copy:
+                totals, fields = frozen_pass.send(self, record, copy)
+                done = self._commit(record, totals, fields)
+        else:
+            totals, fields = backup_pass.send(self, record)
+            done = self._commit(record, totals, fields)
         return _end(
             record,
             started,
@@ -240,60 +188,71 @@ class Sender:
             **fields,
         )
 
-    def _finish_backup(
-        self, record: PassRecord, session: pg.BackupSession, cluster: pg.PgCluster
-    ) -> tuple[rsync.Result, dict[str, Any]]:
-        """pg_backup_stop, its label into the pass, then pg_wal; the WAL rsync and figures."""
-        self._phase(record, "backup-stop")
-        finishing = time.monotonic()
-        seen = session.transactions()
-        stop = session.stop()
-        window = time.monotonic() - session.started
-        self._send_label(record.id, "backup_label", stop.label)
-        if stop.tablespace_map:
-            self._send_label(record.id, "tablespace_map", stop.tablespace_map)
-        # The WAL from the backup's first segment to its last: older segments (kept for
-        # wal_keep_size) and recycled ones waiting ahead are of no use to this copy.
-        first = pg.start_wal_file(stop.label)
-        skip = pg.segments_outside(cluster.data / "pg_wal", first, stop.last_wal)
-        self._phase(record, "wal")
-        # Compressed: a segment is 16 MB whatever was written in it, mostly zeros after the
-        # switch pg_backup_stop makes.
-        wal = self._rsync(record.id, [*wal_filters(skip), "--compress"])
-        if not (cluster.data / "pg_wal" / first).exists():
-            raise SyncError(
-                f"WAL segment {first} was recycled during the pass: raise "
-                "postgresql['wal_keep_size'] or max_replication_slots on the master"
-            )
-        self.pg_seen = seen
-        return wal, {
-            "finish_s": time.monotonic() - finishing,
-            "backup_window_s": round(window, 3),
-            "wal_bytes": pg.lsn_bytes(stop.lsn) - pg.lsn_bytes(session.start_lsn),
-            "wal_bytes_transferred": wal.stats.transferred_bytes,
-            "wal_bytes_sent": wal.stats.bytes_sent,
-        }
+    def _commit(
+        self, record: PassRecord, totals: rsync.Stats, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Publish the pass on the slave; its answer (the snapshot's name, how many)."""
+        counts = [
+            f"files={totals.files}",
+            f"bytes={totals.total_bytes}",
+            f"files_transferred={totals.files_transferred}",
+            f"bytes_transferred={totals.transferred_bytes}",
+        ]
+        if "wal_bytes" in fields:
+            counts.append(f"wal_bytes={fields['wal_bytes']}")
+        if "instant" in fields:
+            counts.append(f"instant={fields['instant']}")
+        self.phase(record, "commit")
+        out = keys.remote(
+            self.paths,
+            self.pairing,
+            ["commit", str(self.pairing.epoch), record.id, *counts],
+            timeout=600,
+        )
+        done: dict[str, Any] = json.loads(out)
+        self.passes.update(snapshots=done["snapshots"])
+        return done
 
-    def _phase(self, record: PassRecord, phase: str) -> None:
+    def phase(self, record: PassRecord, phase: str) -> None:
         """Where the pass is (status shows it; the tests kill the master in each phase)."""
+        self._phases.append((phase, time.monotonic()))
         self.passes.update(in_progress={**asdict(record), "phase": phase})
 
-    def _rsync(
-        self, pass_id: str, filters: list[str], retry_vanished: bool = False
+    def _phase_seconds(self) -> dict[str, float]:
+        """How long each phase of the pass took (a phase entered twice adds up)."""
+        marks = [*self._phases, ("", time.monotonic())]
+        spent: dict[str, float] = {}
+        for (name, began), (_next, ended) in itertools.pairwise(marks):
+            spent[name] = round(spent.get(name, 0.0) + ended - began, 3)
+        return spent
+
+    def copy(
+        self,
+        source: Path,
+        pass_id: str,
+        filters: list[str],
+        *,
+        base: str = "",
+        files_from: str = "",
+        retry_vanished: bool = False,
+        check: bool = True,
     ) -> rsync.Result:
-        """One rsync of the source into the pass's ``.incoming``, through ``filters``.
+        """One rsync of ``source`` into the pass's ``.incoming``, through ``filters``; with
+        ``files_from``, only the paths it lists, on top of the slave's snapshot ``base``.
 
         With ``retry_vanished``, a run that saw files vanish (exit 24: a repack or pack-refs
         moved objects or refs while the list was made) is run again, up to three times, so
-        what moved is picked up where it went.
+        what moved is picked up where it went. With ``check``, a failed run raises.
         """
+        words = f"gitlab-sync-recv rsync {self.pairing.epoch} {pass_id}"
         argv = rsync.client_argv(
-            str(self.paths.source),
+            str(source),
             f"{self.pairing.peer.host}:incoming/",
             keys.ssh_argv(self.paths, self.pairing),
-            f"gitlab-sync-recv rsync {self.pairing.epoch} {pass_id}",
+            words + (f" base={base}" if base else ""),
             bwlimit=self.tunables.bwlimit,
             extra=filters,
+            files_from=files_from,
         )
         for _attempt in range(3 if retry_vanished else 1):
             run = rsync.Run(argv, self.log if not self._logged_command else lambda _m: None)
@@ -304,12 +263,21 @@ class Sender:
             result = run.wait()
             self._run = None
             if not result.ok:
-                raise SyncError(_explain(result, str(self.pairing.peer)))
+                if check:
+                    raise SyncError(self.explain(result))
+                return result
             if result.code != 24:
                 break
         return result
 
-    def _send_label(self, pass_id: str, name: str, text: str) -> None:
+    def explain(self, result: rsync.Result) -> str:
+        """A failed rsync in one sentence: SSH's reasons spelled out, else rsync's."""
+        tail = "\n".join(result.stderr_tail)
+        if result.code == 255 or "connection" in tail.lower() or "host key" in tail.lower():
+            return keys.explain_ssh_failure(str(self.pairing.peer), result.code, tail)
+        return result.message
+
+    def send_label(self, pass_id: str, name: str, text: str) -> None:
         keys.remote(
             self.paths,
             self.pairing,
@@ -327,6 +295,10 @@ class Sender:
 
     def loop(self, watcher: Watcher) -> None:
         """Run passes on change and on the timer until :meth:`stop`; failures back off."""
+        self.watcher = watcher
+        if self.layout.method == "snapshots":
+            with pass_lock(self.paths):
+                frozen_pass.clean(self.paths, self.log)
         next_full = 0.0  # a full pass right away: catches up after a restart
         failures = 0
         retry_at = 0.0
@@ -356,35 +328,10 @@ class Sender:
             self._stopping.wait(0.05)
 
 
-# How often the loop asks PostgreSQL whether a transaction ran since the last backup pass. Its
-# own files and logs are left out of inotify's watch (watch_exclude): a backup pass changes them
-# (checkpoint, WAL switch, log lines), and watching them would start pass after pass on an idle
-# GitLab, each with a checkpoint.
+# How often the loop asks PostgreSQL whether a transaction ran since the last backup pass (the
+# fallback only: there its own files and logs are left out of inotify's watch, see
+# watcher.POSTGRESQL_OWN, since a backup pass changes them).
 PG_POLL = 1.0
-
-
-def postgresql_mode(cluster: pg.PgCluster) -> str:
-    """How a pass copies PostgreSQL: ``backup`` while it answers, ``offline`` when it is
-    down (a stopped server's directory is consistent as it lies), ``none`` without a cluster."""
-    if not cluster.has_cluster():
-        return "none"
-    if cluster.listening():
-        return "backup"
-    why = cluster.elsewhere()
-    if why:
-        raise SyncError(f"{why}: gitlab-sync cannot take a base backup through it")
-    return "offline"
-
-
-def _add(total: rsync.Stats, result: rsync.Result) -> rsync.Stats:
-    one = result.stats
-    return rsync.Stats(
-        files=total.files + one.files,
-        files_transferred=total.files_transferred + one.files_transferred,
-        total_bytes=total.total_bytes + one.total_bytes,
-        transferred_bytes=total.transferred_bytes + one.transferred_bytes,
-        bytes_sent=total.bytes_sent + one.bytes_sent,
-    )
 
 
 def _end(record: PassRecord, started: dt.datetime, outcome: str, **fields: Any) -> PassRecord:
@@ -400,8 +347,7 @@ def _end(record: PassRecord, started: dt.datetime, outcome: str, **fields: Any) 
     )
 
 
-def _explain(result: rsync.Result, peer: str) -> str:
-    tail = "\n".join(result.stderr_tail)
-    if result.code == 255 or "connection" in tail.lower() or "host key" in tail.lower():
-        return keys.explain_ssh_failure(peer, result.code, tail)
-    return result.message
+def _sentence(exc: SyncError | OSError) -> str:
+    if isinstance(exc, OSError):  # a frozen copy or a marker that could not be made
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return str(exc)

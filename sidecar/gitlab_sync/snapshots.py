@@ -1,4 +1,4 @@
-"""The slave's sync area: point-in-time snapshots, hard-linked, published only when complete.
+"""The slave's sync area: point-in-time snapshots, published only when complete.
 
 Layout under the sync area (``/sync`` in the container, ``SYNC_HOME`` on the host)::
 
@@ -7,7 +7,19 @@ Layout under the sync area (``/sync`` in the container, ``SYNC_HOME`` on the hos
     snapshots/<name>/      complete snapshots; <name> is the pass's start time, sortable
     snapshots/<name>.json  their metadata
     current -> snapshots/<name>   the newest complete snapshot: what promotion starts from
-    .trash/                pruned snapshots and abandoned passes, deleted in the background
+    .trash/                pruned folders and abandoned passes, deleted in the background
+
+Two methods, chosen by the area's own filesystem (:func:`gitlab_sync.layout.sync_method`; the
+slave needs nothing else for its area) and named in :meth:`Area.summary` and each snapshot's
+metadata:
+
+- ``snapshots`` (btrfs mounted with ``user_subvol_rm_allowed``): ``.incoming`` is a writable
+  btrfs snapshot of ``current`` (an empty subvolume when there is none, or when ``current`` is a
+  folder an older version left), so a pass only writes what changed. It is published by a
+  rename into ``snapshots/`` and then sealed read-only (a read-only subvolume cannot move to
+  another directory); pruning deletes subvolumes, O(1) whatever their size.
+- ``fallback`` (anything else): ``.incoming`` starts empty and rsync hard-links unchanged
+  files from ``current`` (``--link-dest``); pruning moves folders into the trash.
 
 A pass becomes a snapshot by one rename, and ``current`` moves by one rename: a pass cut short
 at any point leaves the previous complete snapshot untouched and still ``current``.
@@ -18,18 +30,23 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from gitlab_sync import btrfs
 from gitlab_sync.config import SyncError, iso, parse_iso, quoted, read_json, write_json
+from gitlab_sync.layout import Method, sync_method
 
 NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+NAME_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z$")  # what NAME_FORMAT makes
 
 PG_DATA = "data/postgresql/data"  # PostgreSQL's data directory in a GitLab tree
 LABEL_NAMES = frozenset({"backup_label", "tablespace_map"})
@@ -65,6 +82,11 @@ class Area:
     """The slave's sync area."""
 
     root: Path
+
+    @cached_property
+    def method(self) -> Method:
+        """``snapshots`` (btrfs subvolumes) or ``fallback`` (hard-linked folders)."""
+        return sync_method(self.root)
 
     @property
     def incoming(self) -> Path:
@@ -123,9 +145,26 @@ class Area:
         data = read_json(self.snapshots / f"{name}.json")
         return data if isinstance(data, dict) else {"name": name}
 
+    def continues_from(self, name: str) -> str:
+        """Why a pass carrying only what changed since snapshot ``name`` cannot be received
+        here ("" when it can): it needs ``.incoming`` to start as a copy of ``name`` itself,
+        which only the snapshots method makes, and only from a subvolume."""
+        current = self.current_name()
+        if self.method != "snapshots":
+            return "this slave keeps hard-linked folders, not btrfs snapshots"
+        if current != name:
+            return f"this slave's current snapshot is {current or 'none'}"
+        if not btrfs.is_subvolume(self.snapshots / name):
+            return f"snapshot {name} is a folder, not a subvolume"
+        return ""
+
     def discard(self, path: Path) -> None:
-        """Move ``path`` into the trash (one rename); the daemon deletes it later."""
-        if path.exists() or path.is_symlink():
+        """Remove ``path``: a subvolume is deleted now (O(1): btrfs frees its space in the
+        background); anything else is moved into the trash (one rename), which the daemon
+        empties later."""
+        if btrfs.is_subvolume(path):
+            btrfs.delete(path)
+        elif path.exists() or path.is_symlink():
             self.trash.mkdir(exist_ok=True)
             path.rename(self.trash / f"{path.name}.{uuid.uuid4().hex[:8]}")
 
@@ -139,24 +178,60 @@ class Area:
             gone += 1
         return gone
 
+    def seal_published(self) -> list[str]:
+        """Seal the snapshots a crash left writable, between the rename that published them
+        and :func:`btrfs.seal`; their names. Only those newer than ``current`` can be: it moves
+        after the seal. Called as each pass begins and at each commit."""
+        if self.method != "snapshots":
+            return []
+        newest = self.current_name() or ""
+        sealed = []
+        for name in self.names():
+            path = self.snapshots / name
+            if name > newest and btrfs.is_subvolume(path) and not btrfs.is_readonly(path):
+                btrfs.seal(path)
+                sealed.append(name)
+        return sealed
+
     # The pass protocol, called by the receiver with the lock held.
 
     def begin(self, pass_id: str, epoch: int, started: dt.datetime) -> None:
-        """Start receiving pass ``pass_id`` into an empty ``.incoming`` (a leftover is discarded).
+        """Start receiving pass ``pass_id`` into a fresh ``.incoming`` (a leftover is removed).
 
-        An empty directory matters: files in ``.incoming`` hard-linked from ``current`` by an
-        earlier attempt would have their metadata changed in place, altering older snapshots.
+        On the fallback it is an empty directory: files in ``.incoming`` hard-linked from
+        ``current`` by an earlier attempt would have their metadata changed in place, altering
+        older snapshots. On btrfs it is a writable snapshot of ``current``: its own copy of
+        every inode, so whatever rsync changes in it leaves ``current`` as it was.
         """
         meta = read_json(self.incoming_meta)
         if meta and meta.get("id") == pass_id and meta.get("state") in {"receiving", "received"}:
             return  # a second rsync of the same pass continues into it
-        if self.incoming.exists():
+        self.seal_published()
+        if btrfs.is_subvolume(self.incoming):
+            btrfs.delete(self.incoming)
+        elif self.incoming.exists():
             shutil.rmtree(self.incoming)  # freed now: the disk may be what failed last time
         self.root.mkdir(parents=True, exist_ok=True)
-        self.incoming.mkdir(mode=0o700)
+        base = None
+        if self.method == "snapshots":
+            name = self.current_name()
+            if name and btrfs.is_subvolume(self.snapshots / name):
+                btrfs.snapshot(self.snapshots / name, self.incoming)
+                base = name
+            else:  # the first pass, or a current an older version kept as a folder
+                btrfs.create(self.incoming)
+        else:
+            self.incoming.mkdir(mode=0o700)
         write_json(
             self.incoming_meta,
-            {"id": pass_id, "epoch": epoch, "started_at": iso(started), "state": "receiving"},
+            {
+                "id": pass_id,
+                "epoch": epoch,
+                "started_at": iso(started),
+                "state": "receiving",
+                "method": self.method,
+                "started_from": base,
+            },
         )
 
     def mark(self, pass_id: str, state: str, error: str = "") -> None:
@@ -171,6 +246,8 @@ class Area:
 
         Only into the data directory of the pass being received, after its files arrived;
         owned and moded as PostgreSQL's own files there (the owner of ``PG_VERSION``, 0600).
+        Either method: ``.incoming`` is writable until the commit (a master without snapshots
+        may send to a slave with them).
         """
         if name not in LABEL_NAMES:
             raise SyncError(f"refused: {quoted(name)} is not a backup label file")
@@ -200,77 +277,72 @@ class Area:
         return path
 
     def prepare(self, target: Path, name: str | None = None) -> dict[str, Any]:
-        """Copy a complete snapshot (default ``current``) into ``target`` for GitLab to run on.
+        """Make ``target`` a runnable GITLAB_HOME from a complete snapshot (default
+        ``current``): a writable snapshot or a copy (:func:`gitlab_sync.restore.prepare`)."""
+        from gitlab_sync.restore import prepare  # which imports this module
 
-        A real copy (``cp -a --reflink=auto``: reflinks where the filesystem has them, e.g.
-        XFS with reflink=1, else bytes): PostgreSQL and the logs write files in place, and a
-        hard link would carry those writes into every snapshot sharing the file. Hard links
-        within the snapshot stay hard links within the copy. ``target`` must hold nothing but
-        empty directories (mount points of GitLab's volumes, for example). The area's lock is
-        held, so retention cannot prune the snapshot while it is copied.
-        """
-        with self.locked(wait=True):
-            chosen = name or self.current_name()
-            if not chosen or chosen not in self.names():
-                raise SyncError(f"no complete snapshot {chosen or '(current)'} to prepare")
-            source = self.snapshots / chosen
-            target.mkdir(parents=True, exist_ok=True)
-            for entry in target.iterdir():
-                if entry.name.startswith(".before-"):
-                    continue  # what restore set aside; the copy never touches it
-                if entry.is_symlink() or not entry.is_dir() or any(entry.iterdir()):
-                    raise SyncError(f"{target} is not empty ({entry.name}); refusing to copy")
-            begun = dt.datetime.now(dt.UTC)
-            done = subprocess.run(
-                ["cp", "-a", "--reflink=auto", f"{source}/.", f"{target}/"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise SyncError(f"copying {chosen} failed: {done.stderr.strip()[-300:]}")
-            subprocess.run(["sync", "-f", str(target)], check=False)
-            seconds = (dt.datetime.now(dt.UTC) - begun).total_seconds()
-        # What was copied, measured on the snapshot (the target may hold what restore set aside).
-        size = _tree_size(source)
-        allocated = _tree_size(source, allocated=True)
-        return {
-            "snapshot": chosen,
-            "target": str(target),
-            "bytes": size,
-            "seconds": round(seconds, 3),
-            # per GB on disk: rsync -S keeps zeroed blocks (PostgreSQL's fresh WAL) as holes
-            "seconds_per_gb": round(seconds / (allocated / 1e9), 3) if allocated else 0.0,
-            "allocated_bytes": allocated,
-            "postgresql_bytes": _tree_size(source / PG_DATA),
-        }
+        return prepare(self, target, name)
 
     def commit(
-        self, pass_id: str, keep: int, max_age: float, extra: dict[str, Any]
+        self,
+        pass_id: str,
+        keep: int,
+        max_age: float,
+        extra: dict[str, Any],
+        instant: dt.datetime | None = None,
     ) -> dict[str, Any]:
-        """Publish the received pass as the newest snapshot and apply retention."""
+        """Publish the received pass as the newest snapshot and apply retention.
+
+        The snapshot's instant (its name, ``started_at``) is when the slave began receiving it,
+        or ``instant``, the moment the master froze its tree, when the master sent one: a pass
+        from one instant holds exactly what was there then, and the receiving began later, so
+        a write acknowledged in between would be claimed and missing. ``instant`` is taken only
+        when it is no later than the slave's own start (the master's clock cannot place it
+        after what the slave saw) and later than the current snapshot's (names stay ordered).
+        """
         meta = read_json(self.incoming_meta) or {}
         if meta.get("id") != pass_id:
             raise SyncError(f"pass {pass_id} is not the one being received; nothing committed")
         if meta.get("state") != "received":
             raise SyncError(f"pass {pass_id} is {meta.get('state', 'unknown')}; nothing committed")
         started = parse_iso(meta["started_at"])
+        previous = self.current_name()
+        later = previous is None or (instant is not None and name_time(previous) < instant)
+        if instant is not None and instant <= started and later:
+            started = instant
+            meta.update(started_at=iso(instant), received_from=meta["started_at"])
         name = snapshot_name(started)
         self.snapshots.mkdir(exist_ok=True)
-        os.sync()  # the data is on disk before the rename that publishes it
+        self._flush()  # the data is on disk before the rename that publishes it
         meta.update(extra, name=name, state="complete", committed_at=iso(dt.datetime.now(dt.UTC)))
         write_json(self.snapshots / f"{name}.json", meta, mode=0o644)
-        self.incoming.rename(self.snapshots / name)
+        published = self.snapshots / name
+        self.incoming.rename(published)
+        if btrfs.is_subvolume(published):
+            btrfs.seal(published)  # after the rename: a read-only subvolume cannot move
         link = self.root / f".current.{pass_id}"
         link.unlink(missing_ok=True)
         link.symlink_to(Path("snapshots") / name)
         link.rename(self.current)
         self.incoming_meta.unlink()
         self._fsync_dir(self.root)
+        self.seal_published()
         for old in to_prune(self.names(), dt.datetime.now(dt.UTC), keep, max_age):
             self.discard(self.snapshots / old)
             (self.snapshots / f"{old}.json").unlink(missing_ok=True)
         return {"snapshot": name, "snapshots": len(self.names()), "started_at": meta["started_at"]}
+
+    def _flush(self) -> None:
+        """Everything written so far on disk. On btrfs, ``syncfs`` of the area's filesystem
+        alone: a busy disk elsewhere on the host then cannot delay the pass."""
+        if self.method == "fallback":
+            os.sync()
+            return
+        done = subprocess.run(
+            ["sync", "-f", str(self.root)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise SyncError(f"sync -f {self.root} failed: {done.stderr.strip()[-200:]}")
 
     @staticmethod
     def _fsync_dir(path: Path) -> None:
@@ -281,7 +353,8 @@ class Area:
             os.close(fd)
 
     def summary(self) -> dict[str, Any]:
-        """What status reports of the area: newest complete snapshot, count, pass in progress."""
+        """What status reports of the area: newest complete snapshot, count, pass in progress,
+        and the method."""
         names = self.names()
         current = self.current_name()
         incoming = read_json(self.incoming_meta)
@@ -293,10 +366,11 @@ class Area:
             "current": current,
             "last_complete": self.meta(current) if current else None,
             "in_progress": in_progress,
+            "method": self.method,
         }
 
 
-def _tree_size(root: Path, allocated: bool = False) -> int:
+def tree_size(root: Path, allocated: bool = False) -> int:
     """Bytes of the files under ``root``: their sizes, or what they take on disk."""
     total = 0
     for parent, _dirs, files in os.walk(root):

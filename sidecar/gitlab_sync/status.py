@@ -166,6 +166,9 @@ class SidecarStatus:
     """slave: the last time the master was heard from (a pass received, begun or refused)."""
     secrets_present: bool | None = None
     """slave: whether the newest snapshot holds ``config/gitlab-secrets.json``."""
+    layout: dict[str, Any] = field(default_factory=dict)
+    """``gitlab_sync.layout.Layout.to_json()`` of this host: the method (``snapshots`` or
+    ``fallback``), why, and what is wrong with btrfs (``problems``); empty when not known."""
 
     @property
     def paired(self) -> bool:
@@ -201,6 +204,7 @@ class SidecarStatus:
             current=data.get("current") or None,
             last_contact=data.get("last_contact") or None,
             secrets_present=secrets if isinstance(secrets, bool) else None,
+            layout=dict(found) if isinstance(found := data.get("layout"), Mapping) else {},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -227,4 +231,5 @@ class SidecarStatus:
             "current": self.current,
             "last_contact": self.last_contact,
             "secrets_present": self.secrets_present,
+            "layout": dict(self.layout),
         }

@@ -10,6 +10,11 @@ write's last events can start one more pass after that. A step that needs stilln
 
 Every container goes with its anonymous volumes (the image declares ``VOLUME /state``):
 testcontainers' ``stop()`` removes with ``v=True``, and so does :func:`run_once`.
+
+``fs="btrfs"`` gives each side its own btrfs filesystem in a loop file, laid out as the AMI lays
+out an instance's data volume (subvolumes ``gitlab`` for GITLAB_HOME and ``gitlab-sync`` for
+SYNC_HOME), so the sidecars take the snapshot path; ``fs="plain"`` (Docker volumes on the
+machine's own filesystem) takes the fallback. Both are unmounted and detached afterwards.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import docker
@@ -31,9 +37,13 @@ from testcontainers.core.network import Network
 
 from gitlab_sync.config import parse_iso
 from gitlab_sync.waits import wait_until
+from ops.rehearsal.loopfs import loop_btrfs
 
 SYNC_IMAGE = os.environ.get("SYNC_IMAGE", "gitlab-dr/gitlab-rsync:local")
 FAST = {"SYNC_INTERVAL": "30s", "SYNC_BATCH": "0.1s", "SYNC_MAX_DELAY": "0.5s"}
+FILESYSTEMS = ("btrfs", "plain")
+"""The two paths: snapshots from one instant (btrfs) and the fallback (no cheap snapshots)."""
+SCRATCH = Path(os.environ.get("GITLAB_DR_TEST_SCRATCH", "/tmp"))
 
 
 class CommandFailed(AssertionError):
@@ -144,8 +154,11 @@ class Pair:
     slave: SidecarNode
     writer: SidecarNode
     network: Network
-    source_volume: str
+    source_volume: str  # the master's GITLAB_HOME: a volume name, or a host folder on btrfs
     stack: ExitStack = field(default_factory=ExitStack)
+    fs: str = "plain"
+    slave_home: str = ""  # on btrfs: the host folders of the slave's GITLAB_HOME and SYNC_HOME
+    slave_sync: str = ""
 
     def last_complete(self) -> dict[str, Any] | None:
         value: dict[str, Any] | None = self.master.status()["last_complete"]
@@ -240,26 +253,54 @@ def new_volume(client: docker.DockerClient, stack: ExitStack, name: str) -> str:
     return str(made)
 
 
+def host_data(stack: ExitStack, tag: str, side: str, size: str = "2G") -> tuple[str, str]:
+    """GITLAB_HOME and SYNC_HOME of one side on its own btrfs filesystem in a loop file."""
+    folder = SCRATCH / f"gitlab-dr-test-{tag}-{side}"
+    stack.callback(  # after the filesystem is gone (callbacks run last first)
+        lambda: folder.rmdir() if folder.exists() and not any(folder.iterdir()) else None
+    )
+    fs = stack.enter_context(loop_btrfs(folder, size, ("gitlab", "gitlab-sync")))
+    return str(fs.mountpoint / "gitlab"), str(fs.mountpoint / "gitlab-sync")
+
+
 @contextmanager
 def sync_pair(
     master_env: dict[str, str] | None = None,
     slave_env: dict[str, str] | None = None,
     slave_tmpfs: dict[str, str] | None = None,
     start: bool = True,
+    fs: str = "plain",
+    slave_size: str = "2G",
 ) -> Iterator[Pair]:
-    """A running pair; on exit every container, the network and the volumes are removed."""
+    """A running pair; on exit every container, the network, the volumes and (``fs="btrfs"``)
+    the filesystems are removed. ``slave_size``: the slave's btrfs filesystem (a small one
+    fills up); ``slave_tmpfs``: mounts on tmpfs instead (a tmpfs /sync is the fallback)."""
+    if fs not in FILESYSTEMS:
+        raise ValueError(f"fs must be one of {FILESYSTEMS}, not {fs!r}")
     client = docker.from_env()
     tag = uuid.uuid4().hex[:8]
     with ExitStack() as stack:
-        source = new_volume(client, stack, f"gitlab-dr-test-source-{tag}")
-        sync_volume = new_volume(client, stack, f"gitlab-dr-test-sync-{tag}")
+        master_volumes: list[tuple[str, str, str]]
+        slave_volumes: list[tuple[str, str, str]]
+        slave_home = slave_sync = ""
+        if fs == "btrfs":
+            source, master_sync = host_data(stack, tag, "master")
+            slave_home, slave_sync = host_data(stack, tag, "slave", slave_size)
+            master_volumes = [(source, "/source", "ro"), (master_sync, "/sync", "rw")]
+            slave_volumes = [(slave_home, "/source", "ro")]
+            if not slave_tmpfs:
+                slave_volumes.append((slave_sync, "/sync", "rw"))
+        else:
+            source = new_volume(client, stack, f"gitlab-dr-test-source-{tag}")
+            sync_volume = new_volume(client, stack, f"gitlab-dr-test-sync-{tag}")
+            master_volumes = [(source, "/source", "ro")]
+            slave_volumes = [] if slave_tmpfs else [(sync_volume, "/sync", "rw")]
         network = stack.enter_context(Network())
-        slave_volumes = [] if slave_tmpfs else [(sync_volume, "/sync", "rw")]
         slave = start_sidecar(
             stack, network, "slave", {**FAST, **(slave_env or {})}, slave_volumes, slave_tmpfs
         )
         master = start_sidecar(
-            stack, network, "master", {**FAST, **(master_env or {})}, [(source, "/source", "ro")]
+            stack, network, "master", {**FAST, **(master_env or {})}, master_volumes
         )
         writer_tc = DockerContainer(SYNC_IMAGE).with_command("sleep infinity")
         writer_tc.with_kwargs(entrypoint=["/usr/bin/tini", "--"])
@@ -269,7 +310,7 @@ def sync_pair(
         pair_up(master, slave)
         if start:
             master.sync("start")
-        yield Pair(master, slave, writer, network, source, stack)
+        yield Pair(master, slave, writer, network, source, stack, fs, slave_home, slave_sync)
 
 
 def run_once(

@@ -1,8 +1,17 @@
-"""The gitlab-rsync sidecar as a real master/slave pair: real rsync, real OpenSSH, real Docker."""
+"""The gitlab-rsync sidecar as a real master/slave pair: real rsync, real OpenSSH, real Docker.
+
+What the slave's sync area does (fidelity, a pass cut short, a full disk, fencing, retention)
+runs on both paths (``fs``): btrfs in loop files laid out as the AMI does (snapshots), and
+Docker volumes on the machine's own filesystem (the fallback). What never reaches the area
+(bad input, host keys, an unreachable slave, secrets) runs on the fallback only.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
+from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -10,6 +19,7 @@ import pytest
 from gitlab_sync.manifest import differences
 from tests.integration.sidecar import trees
 from tests.integration.sidecar.sync_pair import (
+    FILESYSTEMS,
     CommandFailed,
     Pair,
     keys_of,
@@ -20,6 +30,22 @@ from tests.integration.sidecar.sync_pair import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=FILESYSTEMS)
+def fs(request: pytest.FixtureRequest) -> str:
+    """The filesystem under both hosts' data: ``btrfs`` (snapshots) or ``plain`` (fallback)."""
+    name: str = request.param
+    return name
+
+
+def _method(pair: Pair) -> None:
+    """The slave keeps its snapshots the way its filesystem allows, and says so."""
+    expected = "snapshots" if pair.fs == "btrfs" else "fallback"
+    status = pair.slave.status()
+    assert status["layout"]["method"] == expected, status["layout"]
+    if status["current"]:
+        assert status["last_complete"]["method"] == expected
 
 
 def _assert_same(pair: Pair, snapshot: str = "/sync/current") -> None:
@@ -36,12 +62,13 @@ def _newest_after(pair: Pair, previous: str | None, timeout: float = 30) -> str:
     return name
 
 
-def test_first_sync_copies_every_kind_of_file_identically() -> None:
-    with sync_pair(start=False) as pair:
+def test_first_sync_copies_every_kind_of_file_identically(fs: str) -> None:
+    with sync_pair(start=False, fs=fs) as pair:
         pair.writer.python(trees.EVERY_KIND)
         pair.master.sync("start")
         _newest_after(pair, None)
         _assert_same(pair)
+        _method(pair)
         slave = {r["path"]: r for r in pair.slave.manifest("/sync/current")}
         # The properties that matter most, spelled out (the manifest comparison covers them all).
         assert slave["data/sparse.img"]["sparse"] is True
@@ -60,8 +87,8 @@ def test_first_sync_copies_every_kind_of_file_identically() -> None:
         assert slave["data/a-fifo"]["type"] == "p"
 
 
-def test_changes_and_deletions_reach_the_slave_within_seconds() -> None:
-    with sync_pair() as pair:
+def test_changes_and_deletions_reach_the_slave_within_seconds(fs: str) -> None:
+    with sync_pair(fs=fs) as pair:
         pair.writer.python(trees.EVERY_KIND)
         pair.wait_in_sync()
         pair.wait_idle()  # the slave equals the tree a moment before the master records it
@@ -82,14 +109,18 @@ def test_changes_and_deletions_reach_the_slave_within_seconds() -> None:
         pair.wait_idle()
         after = pair.last_complete()
         assert after is not None and after["trigger"] == "change"
+        _method(pair)
+        if fs == "btrfs":  # received into a writable snapshot of the snapshot before it
+            meta = json.loads(pair.slave.run(["cat", f"/sync/snapshots/{after['snapshot']}.json"]))
+            assert meta["started_from"] and meta["started_from"] < after["snapshot"]
         # The older snapshot is untouched by the newer one (hard links never share metadata).
         old = pair.slave.manifest(f"/sync/snapshots/{before['snapshot']}")
         assert {r["path"]: r for r in old}["data/big.pack"]["uid"] == 998
 
 
-def test_a_ref_rewritten_in_the_same_second_at_the_same_size_reaches_the_slave() -> None:
+def test_a_ref_rewritten_in_the_same_second_at_the_same_size_reaches_the_slave(fs: str) -> None:
     ref = "/source/data/git-data/repositories/group/project.git/refs/heads/main"
-    with sync_pair() as pair:
+    with sync_pair(fs=fs) as pair:
         pair.writer.python(trees.EVERY_KIND)
         pair.wait_in_sync()
         pair.stop_sending()
@@ -106,8 +137,8 @@ def test_a_ref_rewritten_in_the_same_second_at_the_same_size_reaches_the_slave()
         _assert_same(pair)
 
 
-def test_both_sidecars_restarted_are_still_paired_and_syncing() -> None:
-    with sync_pair() as pair:
+def test_both_sidecars_restarted_are_still_paired_and_syncing(fs: str) -> None:
+    with sync_pair(fs=fs) as pair:
         pair.writer.python(trees.files(5, 1000))
         pair.wait_in_sync()
         pair.slave.container.restart(timeout=10)
@@ -123,9 +154,9 @@ def test_both_sidecars_restarted_are_still_paired_and_syncing() -> None:
         pair.wait_in_sync(timeout=15)
 
 
-def test_master_killed_mid_pass_leaves_previous_complete_snapshot_current() -> None:
+def test_master_killed_mid_pass_leaves_previous_complete_snapshot_current(fs: str) -> None:
     # A bandwidth limit (a real setting) makes the second pass last long enough to be cut.
-    with sync_pair(master_env={"SYNC_BWLIMIT": "2000"}) as pair:
+    with sync_pair(master_env={"SYNC_BWLIMIT": "2000"}, fs=fs) as pair:
         pair.writer.python(trees.files(20, 1000))
         pair.wait_in_sync()
         pair.stop_sending()  # still: no pass can move current before the large write
@@ -156,8 +187,31 @@ def test_master_killed_mid_pass_leaves_previous_complete_snapshot_current() -> N
         assert meta["state"] in {"failed", "receiving"}
 
 
-def test_sender_with_an_unknown_key_is_refused_and_writes_nothing() -> None:
-    with sync_pair() as pair:
+def test_a_slave_whose_current_is_not_the_base_of_a_change_pass_gets_a_full_one() -> None:
+    """A pass of what changed since snapshot X lands on top of a copy of X only: a slave whose
+    current is another (here, moved back by hand) refuses it, and the master sends everything."""
+    with sync_pair(fs="btrfs") as pair:
+        pair.writer.python(trees.files(3, 100))
+        pair.wait_in_sync()
+        pair.wait_idle()
+        pair.writer.python("open('/source/data/second', 'w').write('only in the newer one')")
+        pair.wait_in_sync()
+        pair.wait_idle()
+        area = Path(pair.slave_sync)
+        snapshots = sorted(p for p in (area / "snapshots").iterdir() if p.is_dir())
+        older = [p for p in snapshots if not (p / "data" / "second").exists()][-1]
+        with open(area / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as a pass would: nothing received meanwhile
+            link = area / ".current.by-hand"
+            link.symlink_to(Path("snapshots") / older.name)
+            link.rename(area / "current")
+        pair.writer.python("open('/source/data/third', 'w').write('changed')")
+        pair.wait_in_sync()  # with data/second, which the older snapshot lacks
+        assert pair.slave.run(["cat", "/sync/current/data/second"]) == "only in the newer one"
+
+
+def test_sender_with_an_unknown_key_is_refused_and_writes_nothing(fs: str) -> None:
+    with sync_pair(fs=fs) as pair:
         pair.writer.python(trees.files(3, 100))
         pair.wait_in_sync()
         pair.stop_sending()  # from here on, whatever the slave receives came from the intruder
@@ -190,8 +244,8 @@ def test_master_refuses_a_slave_presenting_another_host_key() -> None:
         assert not pair.slave.succeeds(["test", "-e", "/sync/current"])
 
 
-def test_sender_of_an_older_epoch_is_fenced() -> None:
-    with sync_pair(start=False) as pair:
+def test_sender_of_an_older_epoch_is_fenced(fs: str) -> None:
+    with sync_pair(start=False, fs=fs) as pair:
         pair_up(pair.master, pair.slave, epoch=1)
         pair.slave.sync(
             "add",
@@ -273,14 +327,25 @@ def test_bad_input_is_refused_with_one_line_and_changes_nothing() -> None:
         assert "this sidecar is the slave" in wrong_side.value.output
 
 
-def test_full_slave_disk_fails_the_pass_and_keeps_the_last_snapshot() -> None:
-    with sync_pair(slave_tmpfs={"/sync": "size=6m"}) as pair:
+# A small slave disk for each path: a 6 MB tmpfs for the fallback; for btrfs, a filesystem of
+# 128 MB in its loop file (mkfs.btrfs makes none under 114 MiB), so that the pass fills the
+# very btrfs its snapshots are subvolumes of.
+SMALL_DISK: dict[str, tuple[dict[str, Any], int]] = {
+    "plain": ({"slave_tmpfs": {"/sync": "size=6m"}}, 5 * 1024 * 1024),
+    "btrfs": ({"slave_size": "128M"}, 80 * 1024 * 1024),
+}
+
+
+def test_full_slave_disk_fails_the_pass_and_keeps_the_last_snapshot(fs: str) -> None:
+    small, too_big = SMALL_DISK[fs]
+    with sync_pair(fs=fs, **small) as pair:
         pair.writer.python(trees.files(10, 1000))
         pair.wait_in_sync()
+        _method(pair)
         pair.stop_sending()  # still: no pass can move current before the too-big write
         kept = pair.slave.status()["current"]
         tree_then = pair.master.manifest("/source")
-        pair.writer.python(trees.files(2, 5 * 1024 * 1024, folder="data/too-big"))
+        pair.writer.python(trees.files(2, too_big, folder="data/too-big"))
         pair.master.sync("start")  # its first pass carries the too-big files
 
         def failed() -> dict[str, object] | None:
@@ -298,8 +363,8 @@ def test_full_slave_disk_fails_the_pass_and_keeps_the_last_snapshot() -> None:
         pair.wait_in_sync(timeout=90)
 
 
-def test_retention_keeps_the_configured_number_of_snapshots() -> None:
-    with sync_pair(slave_env={"SNAPSHOT_KEEP": "3"}) as pair:
+def test_retention_keeps_the_configured_number_of_snapshots(fs: str) -> None:
+    with sync_pair(slave_env={"SNAPSHOT_KEEP": "3"}, fs=fs) as pair:
         pair.writer.python(trees.files(2, 10))
         pair.wait_in_sync()
         pair.stop_sending()
@@ -310,6 +375,9 @@ def test_retention_keeps_the_configured_number_of_snapshots() -> None:
         names = pair.slave.run(["ls", "/sync/snapshots"]).split()
         assert len([n for n in names if not n.endswith(".json")]) == 3
         _assert_same(pair)
+        _method(pair)
+        if fs == "btrfs":  # pruned by deleting subvolumes, not through the trash
+            assert not pair.slave.succeeds(["test", "-e", "/sync/.trash"])
 
 
 def test_no_secret_shows_in_ps_logs_inspect_or_the_image() -> None:

@@ -1,4 +1,5 @@
-"""A consistent pass: refs before objects, a base backup's excludes, its label, prepared copies.
+"""The fallback's consistent pass: refs before objects, a base backup's excludes, the files
+again after pg_backup_stop, its label, prepared copies.
 
 The rsync filters are checked with the local rsync on small trees (no network, no Docker): what
 each step of a pass copies, and that a later step never deletes what an earlier one brought.
@@ -9,22 +10,25 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
-import re
 import socket
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
 import pytest
 
 from gitlab_sync import pg, receiver
+from gitlab_sync.backup_pass import postgresql_mode
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, save_pairing
-from gitlab_sync.filters import not_refs_filters, postgres_excludes, refs_filters, wal_filters
-from gitlab_sync.sender import postgresql_mode
+from gitlab_sync.filters import (
+    after_stop_filters,
+    not_refs_filters,
+    postgres_excludes,
+    refs_filters,
+    wal_filters,
+)
 from gitlab_sync.snapshots import PG_DATA, Area
-from gitlab_sync.watcher import Watcher, watch_exclude
 
 REPO = "data/git-data/repositories/group/sub/project.git"
 FILES = (
@@ -366,25 +370,28 @@ def test_a_full_sync_area_is_said_in_one_line_not_a_traceback(
     assert "SNAPSHOT_KEEP" in err
 
 
-def test_postgresqls_own_files_are_not_watched_but_everything_else_is() -> None:
-    rule = re.compile(watch_exclude(Path("/source")))
-    for path in (
-        "/source/data/postgresql",
-        "/source/data/postgresql/data/global/pg_control",
-        "/source/logs/postgresql/current",
-    ):
-        assert rule.search(path), path
-    for path in (
-        "/source/data/postgresql-backup/x",
-        "/source/data/git-data/repositories/g/p.git/refs/heads/main",
-        "/source/logs/nginx/access.log",
-        "/source/config/gitlab.rb",
-    ):
-        assert not rule.search(path), path
-
-
-def test_a_poke_counts_as_a_change_for_the_batching() -> None:
-    watcher = Watcher(Path("/nonexistent"), lambda _m: None)
-    assert not watcher.due(time.monotonic(), batch=0.0, max_delay=1.0)
-    watcher.poke()
-    assert watcher.due(time.monotonic() + 0.01, batch=0.0, max_delay=1.0)
+def test_files_written_before_the_stop_are_copied_again_but_refs_and_postgresql_are_not(
+    tmp_path: Path,
+) -> None:
+    """Step 5 of the fallback's pass: a row of the backup may name an upload (or objects)
+    written while step 3 ran; the copy after pg_backup_stop brings it, and leaves the refs
+    as step 2 read them and PostgreSQL's copy as the backup made it."""
+    source, dest = _tree(tmp_path / "src"), tmp_path / "dst"
+    _rsync(source, dest, refs_filters())
+    _rsync(source, dest, [*not_refs_filters(), *postgres_excludes()])
+    (dest / PG_DATA / "backup_label").write_text("START WAL LOCATION: ...")
+    # While step 3 ran and until the stop: an upload, then its row; a push; pages written.
+    (source / "data/gitlab-rails/uploads/b.png").write_text("written before its row")
+    (source / REPO / "objects/cd").mkdir(parents=True)
+    (source / REPO / "objects/cd/ef01").write_text("pushed")
+    (source / REPO / "refs/heads/main").write_text("moved by the push")
+    (source / PG_DATA / "base/1/1259").write_text("a page after the stop")
+    before = _files(dest)
+    _rsync(source, dest, after_stop_filters())
+    assert _files(dest) == before | {
+        "data/gitlab-rails/uploads/b.png",
+        f"{REPO}/objects/cd/ef01",
+    }
+    assert (dest / REPO / "refs/heads/main").read_text() == f"{REPO}/refs/heads/main"
+    assert (dest / PG_DATA / "base/1/1259").read_text() == f"{PG_DATA}/base/1/1259"
+    assert (dest / PG_DATA / "backup_label").exists()

@@ -117,7 +117,7 @@ def test_a_slave_without_a_snapshot_exports_no_lag_rather_than_zero(tmp_path: Pa
     assert found["gitlab_dr_snapshots"] == 0
 
 
-def test_master_exports_its_last_pass_and_counts_passes_by_trigger_and_outcome(
+def test_master_exports_its_last_pass_and_counts_passes_by_trigger_kind_and_outcome(
     tmp_path: Path,
 ) -> None:
     paths = _paths(tmp_path)
@@ -126,14 +126,16 @@ def test_master_exports_its_last_pass_and_counts_passes_by_trigger_and_outcome(
             "ended_at": iso(NOW - dt.timedelta(seconds=7)), "duration_s": 2.5, "files": 40,
             "bytes": 9000, "outcome": "failed"}  # fmt: skip
     write_json(paths.passes, {"last_pass": last, "last_complete": {**last, "outcome": "ok"}})
-    metrics.count_pass(paths, "timer", "ok", files_sent=3, bytes_sent=300)
+    metrics.count_pass(paths, "timer", "ok", files_sent=3, bytes_sent=300, kind="full")
     metrics.count_pass(paths, "change", "failed", files_sent=0, bytes_sent=0)
     metrics.count_pass(paths, "change", "failed", files_sent=1, bytes_sent=50)
+    metrics.count_pass(paths, "change", "ok", files_sent=1, bytes_sent=50, kind="change")
     found = _samples(metrics.exposition(paths, NOW))
-    assert found['gitlab_dr_passes_total{outcome="ok",trigger="timer"}'] == 1
+    assert found['gitlab_dr_passes_total{kind="full",outcome="ok",trigger="timer"}'] == 1
     assert found['gitlab_dr_passes_total{outcome="failed",trigger="change"}'] == 2
-    assert found["gitlab_dr_sent_files_total"] == 4
-    assert found["gitlab_dr_sent_bytes_total"] == 350
+    assert found['gitlab_dr_passes_total{kind="change",outcome="ok",trigger="change"}'] == 1
+    assert found["gitlab_dr_sent_files_total"] == 5
+    assert found["gitlab_dr_sent_bytes_total"] == 400
     assert found["gitlab_dr_pass_last_duration_seconds"] == 2.5
     assert found["gitlab_dr_pass_last_start_timestamp_seconds"] == NOW.timestamp() - 9
     assert found['gitlab_dr_pass_last_outcome{outcome="failed"}'] == 1

@@ -109,3 +109,37 @@ def test_an_epoch_of_other_digits_than_ascii_is_refused_in_one_line(
 ) -> None:
     line = _refusal(slave, "gitlab-sync-recv hello \u00b2", capsys)  # "2".isdigit(), int() fails
     assert "not a gitlab-sync command" in line
+
+
+NAME = "20261125T120000.000000Z"
+
+
+@pytest.mark.parametrize(
+    ("word", "why"),
+    [
+        ("base=../../etc", "is not a snapshot name"),
+        (f"base={LONG}", "is not a snapshot name"),
+        ("base=", "is not a snapshot name"),
+        (f"base={NAME}", "not btrfs snapshots"),  # a folder area: .incoming starts empty
+    ],
+    ids=["path", "long", "empty", "fallback-area"],
+)
+def test_a_pass_of_what_changed_is_refused_unless_it_can_continue_from_its_base(
+    slave: Paths, word: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = f"gitlab-sync-recv rsync 1 p1 {word} --server -logDtpre.iLsfxC . incoming/"
+    line = _refusal(slave, command, capsys)
+    assert "base=" in line and why in line
+    assert not (slave.sync / ".incoming").exists()  # nothing begun
+    assert _recorded(slave)["error"] == line.removeprefix("gitlab-sync receiver: ")
+
+
+def test_hello_says_the_slaves_layout(slave: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+    slave.sync.mkdir()
+    assert (
+        receiver.serve({"SSH_ORIGINAL_COMMAND": "gitlab-sync-recv hello 1"}, slave, Tunables()) == 0
+    )
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["role"] == "slave" and answer["current"] is None
+    assert answer["layout"]["method"] == "fallback"
+    assert answer["layout"]["sync"]["path"] == str(slave.sync)

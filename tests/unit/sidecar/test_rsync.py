@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from gitlab_sync import rsync
@@ -17,6 +20,22 @@ SERVER = [
     "incoming/",
 ]
 
+# What rsync 3.2.7 (the image's) sends for a change pass: --files-from and --from0 on the
+# client become -d, -R and --no-r on the server.
+CHANGE_SERVER = [
+    "--server",
+    "-ldHogDtpRSe.LsfxCIvu",
+    "--no-r",
+    "--timeout=120",
+    "--bwlimit=100",
+    "--delete",
+    "--stats",
+    "-@-1",
+    "--numeric-ids",
+    ".",
+    "incoming/",
+]
+
 STATS = """
 Number of files: 1,234 (reg: 1,000, dir: 230, link: 4)
 Number of created files: 3 (reg: 3)
@@ -26,6 +45,13 @@ Total transferred file size: 45,678 bytes
 Total bytes sent: 50,123
 Total bytes received: 1,234
 """
+
+
+def test_a_change_pass_names_its_list_and_is_not_recursive() -> None:
+    argv = rsync.client_argv("/f", "slave:incoming/", ["ssh"], "recv 1 P base=S", files_from="/l")
+    assert argv[-4:-2] == ["--files-from=/l", "--from0"]
+    assert "--delete" in argv
+    assert "-r" not in argv and "--recursive" not in argv  # -a does not imply it with a list
 
 
 def test_client_command_keeps_every_attribute_and_never_follows_links() -> None:
@@ -48,10 +74,39 @@ def test_server_command_is_aimed_at_the_incoming_area_whatever_the_master_named(
     assert "../../etc/" not in " ".join(argv)
 
 
+def test_a_change_pass_is_taken_with_its_list_options() -> None:
+    argv = rsync.server_argv(CHANGE_SERVER, "/sync/.incoming", None)
+    assert argv == ["rsync", *CHANGE_SERVER[:-1], "/sync/.incoming/"]
+
+
+def test_the_client_sends_the_options_the_server_allows(tmp_path: Path) -> None:
+    """The client's own server command line, read from a stand-in for ssh, is accepted."""
+    fake = tmp_path / "ssh"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\nexit 1\n')
+    fake.chmod(0o755)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "list").write_bytes(b"a\0")
+    for files_from in ("", str(tmp_path / "list")):
+        argv = rsync.client_argv(
+            str(tmp_path / "src"), "slave:incoming/", [str(fake)], "recv", 100, (), files_from
+        )
+        subprocess.run(argv, capture_output=True, check=False)
+        words = (tmp_path / "args").read_text().split()
+        assert words[:2] == ["slave", "recv"]
+        rsync.server_argv(words[2:], "/sync/.incoming", None)  # raises if refused
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
         (["--server", "--sender", "-lHogDtpre.iLsfxCIvu", ".", "x/"], "--sender"),
+        (["--server", "--sender", "-ldHogDtpRSe.LsfxCIvu", "--no-r", ".", "x/"], "--sender"),
+        (
+            ["--server", "-ldHogDtpRSe.LsfxCIvu", "--files-from=/etc/shadow", ".", "x/"],
+            "not allowed",
+        ),
+        (["--server", "-ldHogDtpRSe.LsfxCIvu", "--ignore-missing-args", ".", "x/"], "not allowed"),
+        (["--server", "-ldHogDtpRSe.LsfxCIvu", "--delete-missing-args", ".", "x/"], "not allowed"),
         (["--server", "-lHogDtprse.iLsfxCIvu", ".", "x/"], "not allowed"),  # -s hides arguments
         (["--server", "-lHogDtpre.iLsfxCIvu", "--link-dest=/etc", ".", "x/"], "not allowed"),
         (["--server", "-lHogDtpre.iLsfxCIvu", "--remove-source-files", ".", "x/"], "not allowed"),

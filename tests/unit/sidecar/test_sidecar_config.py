@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from gitlab_sync import keys
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, parse_duration
+from gitlab_sync.status import PassSummary, SidecarStatus
 
 KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKf3m4yD5c7Vg2Qx0j9cT1uYtQx7kHkqz8m0Jt3JHq2b someone@host"
@@ -113,3 +115,24 @@ def test_tunables_come_from_the_environment() -> None:
 def test_ssh_failures_are_explained_in_one_sentence(stderr: str, words: str) -> None:
     message = keys.explain_ssh_failure("slave:2222", 12, stderr)
     assert words in message and message.startswith("the slave at slave:2222")
+
+
+def test_status_keeps_the_layout_through_its_json() -> None:
+    layout: dict[str, object] = {
+        "method": "snapshots",
+        "why": "btrfs",
+        "problems": [],
+        "source": None,
+        "sync": None,
+    }
+    status = SidecarStatus(
+        role="slave",
+        epoch=2,
+        layout=layout,
+        last_complete=PassSummary(id="p1", snapshot="s1", extra={"method": "snapshots"}),
+    )
+    again = SidecarStatus.from_json(json.loads(json.dumps(status.to_json())))
+    assert again == status
+    assert again.layout["method"] == "snapshots"
+    assert SidecarStatus.from_json({"layout": "nonsense"}).layout == {}
+    assert SidecarStatus.from_json({}).layout == {}  # a sidecar from before snapshots
