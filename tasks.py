@@ -122,8 +122,10 @@ def build_ami(c: Any, var_file: str = "", dry_run: bool = False) -> None:
 def pair(c: Any, timeout: float = 600.0, json: bool = False) -> None:
     """Pair master and slave: deploy both stacks, exchange keys, start sync and GitLab.
 
-    The slave's GitLab is only created. Waits for the first complete pass, with progress, then
-    prints the pair's status. Safe to run again: it repairs what is missing, nothing else.
+    First checks both hosts' layout: says which one runs the fallback (no btrfs snapshots), and
+    refuses (exit 3) when btrfs is set up wrongly on either. The slave's GitLab is only
+    created. Waits for the first complete pass, with progress, then prints the pair's status.
+    Safe to run again: it repairs what is missing, nothing else.
     """
     from ops.dr import pair as pair_mod
     from ops.dr import status as status_mod

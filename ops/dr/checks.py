@@ -1,7 +1,7 @@
 """The pair's checks, the way ``barman check`` has them: one function per area, one strategy.
 
-Each area (promotion, aws, hosts, sync, freshness, notes) is a function from what was read
-(:class:`Observed`) to :class:`~ops.checks.Check` s; :func:`run` collects them in order.
+Each area (promotion, aws, hosts, sync, layout, freshness, notes) is a function from what was
+read (:class:`Observed`) to :class:`~ops.checks.Check` s; :func:`run` collects them in order.
 ``inv status`` prints them; promotion's preflight and freshness judge with the same single
 checks (:func:`host_reached`, :func:`sidecar_alive`, :func:`last_complete_pass`). Everything
 here is pure: tests pass what they like.
@@ -17,7 +17,7 @@ from gitlab_sync import metrics
 from gitlab_sync.status import PassSummary, SidecarStatus
 from ops.aws.inventory import FENCED, OPEN_GROUP, PairState
 from ops.checks import Check
-from ops.dr import sidecar
+from ops.dr import layouts, sidecar
 from ops.dr.hostview import HostView
 
 
@@ -198,6 +198,15 @@ def sync_checks(seen: Observed) -> list[Check]:
     ]
 
 
+def layout_checks(seen: Observed) -> list[Check]:
+    """Which way each host syncs (snapshots from one instant, or the fallback) and why."""
+    return [
+        layouts.method_check(view.role, layouts.parsed(view.sync.layout))
+        for view in (seen.master, seen.slave)
+        if view.sync is not None
+    ]
+
+
 def freshness_checks(seen: Observed) -> list[Check]:
     """The newest complete snapshot is recent, and both sidecars are at AWS's epoch."""
     msync, ssync = seen.master.sync, seen.slave.sync
@@ -238,6 +247,7 @@ AREAS: tuple[Area, ...] = (
     aws_checks,
     host_checks,
     sync_checks,
+    layout_checks,
     freshness_checks,
     note_checks,
 )

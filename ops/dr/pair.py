@@ -1,11 +1,13 @@
 """``inv pair``: the hand-written "set up rsync between master and slave", automated.
 
-On both hosts the Compose stack is deployed (the slave's GitLab only created), the sidecars'
-public keys are exchanged (the slave accepts the master's client key; the master pins the
-slave's host key), GitLab is started on the master and its health check awaited (so the first
-snapshot holds an initialised GitLab: its secrets, its database), sync is started on the master,
-and the first complete pass is awaited. Every step looks before it acts, so running it again repairs
-what is missing and changes nothing else.
+On both hosts the sidecar is deployed and asked for the host's layout: ``inv pair`` refuses,
+before anything is paired, when btrfs is set up wrongly on either, and says which host runs the
+fallback. Then the slave's GitLab is created (not started), the sidecars' public keys are
+exchanged (the slave accepts the master's client key; the master pins the slave's host key),
+GitLab is started on the master and its health check awaited (so the first snapshot holds an
+initialised GitLab: its secrets, its database), sync is started on the master, and the first
+complete pass is awaited. Every step looks before it acts, so running it again repairs what is
+missing and changes nothing else.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitlab_sync.layout import Layout
 from gitlab_sync.status import SidecarStatus
 from gitlab_sync.waits import wait_until
-from ops.dr import sidecar, topology
+from ops.dr import layouts, sidecar, topology
 from ops.dr.topology import Topology
-from ops.errors import SidecarError
+from ops.errors import Refusal, SidecarError
 from ops.hosts.engine import Engine
 from ops.progress import Progress
 from ops.settings import Settings
@@ -33,6 +36,8 @@ class PairResult:
     changed: list[str] = field(default_factory=list)
     master_status: SidecarStatus = field(default_factory=SidecarStatus)
     slave_status: SidecarStatus = field(default_factory=SidecarStatus)
+    master_layout: Layout | None = None
+    slave_layout: Layout | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,8 +47,16 @@ class PairResult:
             "master": {
                 "host": str(self.topology.master.host),
                 "sync": self.master_status.to_json(),
+                "layout": self.master_layout.to_json() if self.master_layout else None,
             },
-            "slave": {"host": str(self.topology.slave.host), "sync": self.slave_status.to_json()},
+            "slave": {
+                "host": str(self.topology.slave.host),
+                "sync": self.slave_status.to_json(),
+                "layout": self.slave_layout.to_json() if self.slave_layout else None,
+            },
+            "notes": layouts.notes(self.master_layout, self.slave_layout)
+            if self.master_layout and self.slave_layout
+            else [],
         }
 
 
@@ -59,6 +72,34 @@ def needs_pairing(
         and current.get("epoch") == epoch
         and sidecar.same_key(str(current.get("peer_key", "")), key)
     )
+
+
+def host_layout(engine: Engine, progress: Progress) -> Layout:
+    """The host's layout as its sidecar sees it. Wrong, the sidecar is restarted and asked
+    again: a running container keeps the folders it mounted when it started, so a GITLAB_HOME
+    since made a subvolume in the old folder's place would otherwise stay unseen."""
+    found = sidecar.layout(engine)
+    if found.problems:
+        progress(
+            f"{engine.host}: its sidecar sees btrfs set up wrongly; restarting it to look again"
+        )
+        sidecar.restart(engine)
+        found = sidecar.layout(engine)
+    return found
+
+
+def check_layouts(master: Engine, slave: Engine, progress: Progress) -> tuple[Layout, Layout]:
+    """Both hosts' layouts, said; a Refusal, before anything is paired or started, when btrfs
+    is set up wrongly on either (its operator meant snapshots from one instant)."""
+    found = {"master": host_layout(master, progress), "slave": host_layout(slave, progress)}
+    refused = layouts.refusal({str(master.host): found["master"], str(slave.host): found["slave"]})
+    if refused:
+        raise Refusal(refused)
+    for role, layout in found.items():
+        progress(layouts.line(role, layout))
+    for note in layouts.notes(found["master"], found["slave"]):
+        progress(note)
+    return found["master"], found["slave"]
 
 
 def _peer(address: str, default_port: int) -> str:
@@ -82,11 +123,12 @@ def pair(
         Engine.open(topo.slave.host, topo.slave.settings) as slave,
         Engine.open(topo.master.host, topo.master.settings) as master,
     ):
-        progress("slave: deploying the stack (gitlab-rsync up, gitlab created, not started)")
+        progress("deploying gitlab-rsync on both hosts")
         slave.up([sidecar.SERVICE])
-        slave.create([sidecar.GITLAB])
-        progress("master: deploying the stack (gitlab-rsync up)")
         master.up([sidecar.SERVICE])
+        result.master_layout, result.slave_layout = check_layouts(master, slave, progress)
+        progress("slave: deploying GitLab (created, not started)")
+        slave.create([sidecar.GITLAB])
         master_key = sidecar.run_json(master, "key")["client"]
         slave_key = sidecar.run_json(slave, "key")["host"]
 

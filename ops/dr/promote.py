@@ -10,12 +10,16 @@ never does a step twice:
 3. stop-master-sync: when the master answers (``--planned``: GitLab stopped and a final pass);
 4. fence-master: ``gitlab-open`` swapped for ``gitlab-slave``, its GitLab stopped and its
    restart policy set to "no" when the host answers;
-5. start-slave-gitlab: the slave stops receiving, the newest snapshot is restored into
-   GITLAB_HOME, GitLab starts and becomes healthy;
+5. start-slave-gitlab: the slave's receiver moves to the new epoch, GITLAB_HOME becomes a
+   writable btrfs snapshot of the newest snapshot (a copy of it without btrfs), GitLab starts
+   and becomes healthy;
 6. open-slave: ``gitlab-slave`` swapped for ``gitlab-open``;
 7. move-address-and-tags: the Elastic IP moves, the epoch goes up, the slave becomes master and
    the old master is tagged ``fenced``; the RTO ends when the public URL answers ready;
-8. report: every step's time, RTO, RPO, what is left, and a post-mortem bundle.
+8. restart-sidecar: after a restore by a btrfs snapshot, the new master's gitlab-rsync is
+   restarted so that it mounts the new GITLAB_HOME (after the RTO's end: GitLab already serves);
+9. report: every step's time, the restore's method and time, RTO, RPO, what is left, and a
+   post-mortem bundle.
 
 Whether to start, resume or stop is :func:`decide`, pure; the refusals are sentences from the
 same checks ``inv status`` runs (:mod:`ops.dr.checks`), judged on an immutable

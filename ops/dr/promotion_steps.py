@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
 from gitlab_sync.config import iso
+from gitlab_sync.layout import Layout
 from ops.aws import dns, inventory
 from ops.aws.client import aws_errors, route53_client
 from ops.aws.inventory import FENCED, OPEN_GROUP, SLAVE_GROUP, PairState
 from ops.aws.writer import Ec2Writer
-from ops.dr import readiness, sidecar, topology
+from ops.dr import layouts, readiness, sidecar, topology
 from ops.dr.journal import Journal
 from ops.dr.promotion_view import Flags, View
-from ops.errors import AwsError, OpsError
+from ops.errors import AwsError, OpsError, SettingError
 from ops.hosts.engine import Engine
 from ops.progress import Progress
 from ops.settings import Settings
@@ -136,30 +138,40 @@ def fence_receiver(slave: Engine, epoch: int) -> str:
     return f"slave: the receiver now refuses senders of epochs before {epoch}"
 
 
+def restore_mounts(settings: Settings) -> tuple[dict[str, str], str]:
+    """The restore one-off's mounts and its target: SYNC_HOME at /sync and the folder that
+    holds GITLAB_HOME at /homes, so that the restore can put a new subvolume in GITLAB_HOME's
+    place (and the old one aside, beside it) rather than copy into it."""
+    home = PurePosixPath(posixpath.normpath(settings.gitlab_home))
+    if home.parent == home.parent.parent:
+        raise SettingError(
+            f"GITLAB_HOME ({home}) must sit in a folder of its own, not at the top of the host's "
+            "filesystem: the restore mounts the folder that holds it"
+        )
+    return {settings.sync_home: "/sync", str(home.parent): "/homes"}, f"/homes/{home.name}"
+
+
 def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
     with _engine(ctx, journal, "slave") as slave:
         ctx.progress(fence_receiver(slave, int(journal.data["to_epoch"])))
         settings = slave.settings
-        ctx.progress(f"slave: restoring the newest snapshot into {settings.gitlab_home}")
-        out = slave.run_once(
-            "restore",
-            settings.sync_image,
-            ["restore", "/target", "--json"],
-            {settings.sync_home: "/sync", settings.gitlab_home: "/target"},
-        )
+        mounts, target = restore_mounts(settings)
+        ctx.progress(f"slave: restoring the newest snapshot as {settings.gitlab_home}")
+        out = slave.run_once("restore", settings.sync_image, ["restore", target, "--json"], mounts)
         restored = json.loads(out)
-        ctx.progress(f"slave: starting GitLab on snapshot {restored['snapshot']}")
+        detail = {
+            "snapshot": restored["snapshot"],
+            "snapshot_started_at": restored["started_at"],
+            "restore_method": restored.get("method", "copy"),  # an image from before snapshots
+            "restore_seconds": restored.get("seconds", 0.0),
+        }
+        ctx.progress(f"slave: {layouts.restored(detail)}; starting GitLab")
         slave.up([sidecar.GITLAB])
         waited = sidecar.wait_gitlab_healthy(
             slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
         )
         ctx.progress(f"slave: GitLab healthy after {waited:.1f} s")
-        return {
-            "snapshot": restored["snapshot"],
-            "snapshot_started_at": restored["started_at"],
-            "restore_seconds": restored.get("seconds", 0.0),
-            "gitlab_healthy_seconds": round(waited, 3),
-        }
+        return {**detail, "gitlab_healthy_seconds": round(waited, 3)}
 
 
 def open_slave(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
@@ -214,6 +226,20 @@ def move_address_and_tags(ctx: Context, journal: Journal, view: View) -> dict[st
     }
 
 
+def restart_sidecar(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
+    """After a restore by a btrfs snapshot, GITLAB_HOME is a new subvolume, but the new
+    master's running gitlab-rsync still has the old one mounted at /source: restarted, it
+    mounts the new one, so that ``inv rebuild-slave`` makes it send what GitLab now writes.
+    Done once GitLab answers through the public address, so it is not on the RTO's path."""
+    method = journal.data["steps"]["start-slave-gitlab"].get("restore_method")
+    if method != "snapshot":
+        return {"skipped": "the restore copied into GITLAB_HOME: /source is the same folder"}
+    with _engine(ctx, journal, "slave") as slave:
+        started = sidecar.restart(slave, clock=ctx.clock, sleep=ctx.sleep)
+        ctx.progress(f"{slave.host}: gitlab-rsync restarted on the new GITLAB_HOME")
+        return {"sidecar": "restarted on the new GITLAB_HOME", "daemon_started_at": started}
+
+
 def postmortem(ctx: Context, journal: Journal) -> str:
     """Save what can be read of the old master: AWS's console output and status, its logs."""
     folder = Path(ctx.settings.state_dir) / "postmortem" / journal.path.stem
@@ -258,17 +284,31 @@ def report(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Step:
-    """One step: its name, its plan text from the view and flags, and its function."""
+    """One step: its name, its plan text from the view and flags, and its function; ``done``
+    says what the journal recorded of it, where that tells more than the plan (a resumed
+    promotion's plan shows it)."""
 
     name: str
     plan: Callable[[View, Flags], str]
     run: Callable[[Context, Journal, View], dict[str, Any]]
+    done: Callable[[dict[str, Any]], str] | None = None
 
 
 def _stop_plan(view: View, flags: Flags) -> str:
     if not view.master_reachable:
         return f"skipped: {view.master_error}"
     return "final pass with GitLab stopped" if flags.planned else "stop the master's sync"
+
+
+def _slave_layout(view: View) -> Layout | None:
+    return layouts.parsed(view.slave.sync.layout) if view.slave.sync else None
+
+
+def _restart_plan(layout: Layout | None) -> str:
+    restart = "the slave's gitlab-rsync restarted, to mount the new GITLAB_HOME it will send"
+    if layout is None:
+        return f"{restart} (after a restore by a btrfs snapshot; nothing after a copy)"
+    return restart if layout.method == "snapshots" else "nothing (the restore copies)"
 
 
 def _age(view: View) -> str:
@@ -304,10 +344,11 @@ TABLE: tuple[Step, ...] = (
     Step(
         "start-slave-gitlab",
         lambda v, f: (
-            "the receiver moved to the new epoch (it refuses the old master); restore the "
-            "newest snapshot into GITLAB_HOME; start GitLab; wait until healthy"
+            "the receiver moved to the new epoch (it refuses the old master); "
+            f"{layouts.restore_plan(_slave_layout(v))}; start GitLab; wait until healthy"
         ),
         start_slave_gitlab,
+        lambda detail: f"{layouts.restored(detail)}; GitLab healthy",
     ),
     Step("open-slave", lambda v, f: f"{v.slave_id}: {SLAVE_GROUP} -> {OPEN_GROUP}", open_slave),
     Step(
@@ -318,6 +359,7 @@ TABLE: tuple[Step, ...] = (
         ),
         move_address_and_tags,
     ),
+    Step("restart-sidecar", lambda v, f: _restart_plan(_slave_layout(v)), restart_sidecar),
     Step("report", lambda v, f: "RTO, RPO, steps, what is left; post-mortem bundle", report),
 )
 
@@ -329,6 +371,7 @@ def plan_lines(view: View, journal: Journal | None, flags: Flags) -> list[str]:
     """The plan, with what is known of each step (``--dry-run`` and the confirmation)."""
     out = [f"promote slave {view.slave_id} to master (epoch {view.epoch} -> {view.epoch + 1})"]
     for index, step in enumerate(TABLE, 1):
-        mark = "done" if journal and journal.done(step.name) else "    "
-        out.append(f"  {index}. {mark} {step.name:24} {step.plan(view, flags)}")
+        done = journal.data["steps"].get(step.name) if journal else None
+        text = step.done(done) if done and step.done else step.plan(view, flags)
+        out.append(f"  {index}. {'done' if done else '    '} {step.name:24} {text}")
     return out

@@ -7,24 +7,30 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from gitlab_sync.layout import Layout
 from gitlab_sync.status import SidecarStatus
 from gitlab_sync.waits import wait_until
 from ops.errors import HostError, SidecarError
-from ops.hosts.engine import ContainerNotRunning, Engine
+from ops.hosts.engine import ContainerNotRunning, Engine, ExecResult
 
 SERVICE = "gitlab-rsync"
 GITLAB = "gitlab"
+
+
+ERROR_PREFIX = "gitlab-sync: error: "
+
+
+def _failed(engine: Engine, verb: str, result: ExecResult) -> SidecarError:
+    said = result.stderr.decode(errors="replace").strip().splitlines()
+    reason = said[-1].removeprefix(ERROR_PREFIX) if said else f"exit {result.exit_code}"
+    return SidecarError(f"{engine.host}: gitlab-sync {verb} failed: {reason}")
 
 
 def run(engine: Engine, *args: str, timeout: float = 120.0) -> str:
     """``gitlab-sync ARGS`` in the host's sidecar: its stdout, or a SidecarError saying why."""
     result = engine.exec(SERVICE, ["gitlab-sync", *args], timeout=timeout)
     if result.exit_code != 0:
-        said = result.stderr.decode(errors="replace").strip().splitlines()
-        reason = (
-            said[-1].removeprefix("gitlab-sync: error: ") if said else f"exit {result.exit_code}"
-        )
-        raise SidecarError(f"{engine.host}: gitlab-sync {args[0]} failed: {reason}")
+        raise _failed(engine, args[0], result)
     return result.stdout.decode(errors="replace")
 
 
@@ -43,6 +49,65 @@ def status(engine: Engine, timeout: float = 120.0) -> SidecarStatus:
     if not isinstance(data, dict):
         raise SidecarError(f"{engine.host}: gitlab-sync status did not print a JSON object")
     return SidecarStatus.from_json(data)
+
+
+def layout(engine: Engine, timeout: float = 60.0) -> Layout:
+    """The host's layout as its sidecar reads it from its mounts (``gitlab-sync layout``).
+
+    Exit 1 is the sidecar's way of saying that btrfs is set up wrongly: the problems are its
+    stderr lines (or the JSON, when it printed one too), not a failed command.
+    """
+    result = engine.exec(SERVICE, ["gitlab-sync", "layout", "--json"], timeout=timeout)
+    try:
+        data = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        data = None
+    if result.exit_code in {0, 1} and isinstance(data, dict) and "method" in data:
+        return Layout.from_json(data)
+    if result.exit_code == 1:
+        said = result.stderr.decode(errors="replace").strip().splitlines()
+        problems = [p.removeprefix(ERROR_PREFIX) for p in said if p.strip()]
+        if problems:
+            why = "btrfs is set up wrongly: " + "; ".join(problems)
+            return Layout("fallback", why, problems, None, None)
+    if result.exit_code == 0:
+        raise SidecarError(f"{engine.host}: gitlab-sync layout did not print a layout")
+    raise _failed(engine, "layout", result)
+
+
+def restart(
+    engine: Engine,
+    timeout: float = 120.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Restart the host's sidecar, so that its mounts are made again from the host's folders
+    (after a restore replaced GITLAB_HOME by a new subvolume, the running container still has
+    the old one at /source); wait until its daemon has started anew and return when it did."""
+    try:
+        before = status(engine).daemon_started_at
+    except (ContainerNotRunning, SidecarError):
+        before = None  # not running: the restart starts it
+    engine.restart(SERVICE)
+
+    def started() -> str:
+        """When the new daemon started ("" while it has not)."""
+        try:
+            now = status(engine)
+        except ContainerNotRunning:
+            return ""
+        fresh = now.daemon_alive and now.daemon_started_at != before
+        return (now.daemon_started_at or "") if fresh else ""
+
+    return wait_until(
+        started,
+        timeout=timeout,
+        what=f"{engine.host}'s gitlab-rsync to start again",
+        interval=0.5,
+        error=SidecarError,
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 def same_key(a: str, b: str) -> bool:

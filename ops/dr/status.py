@@ -13,10 +13,11 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gitlab_sync.status import SidecarStatus
 from ops.aws.inventory import PairState
 from ops.checks import Check
 from ops.dr import checks as pair_checks
-from ops.dr import topology
+from ops.dr import layouts, topology
 from ops.dr.hostview import HostView, look
 from ops.dr.journal import Journal
 from ops.settings import Settings
@@ -92,6 +93,11 @@ def collect(settings: Settings, now: dt.datetime | None = None) -> StatusReport:
     )
 
 
+def _method(sync: SidecarStatus) -> str:
+    layout = layouts.parsed(sync.layout)
+    return layout.method if layout else "-"
+
+
 def render(report: StatusReport) -> list[str]:
     """The report as text: AWS, hosts and containers, sync, then the checks."""
     lines: list[str] = []
@@ -118,7 +124,7 @@ def render(report: StatusReport) -> list[str]:
             last, now = view.sync.last_complete, view.sync.in_progress
             lines.append(
                 f"  sync: {view.sync.role} running={view.sync.running} "
-                f"snapshots={view.sync.snapshots} "
+                f"snapshots={view.sync.snapshots} method={_method(view.sync)} "
                 f"last={(last.snapshot if last else '') or '-'} "
                 f"in-progress={(now.id if now else '') or '-'}"
             )

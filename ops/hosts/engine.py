@@ -236,6 +236,13 @@ class Engine:
         with self._calls("listing containers"):
             return self.client.containers.list(all=True, filters={"label": labels})
 
+    def restart(self, service: str, *, timeout: float = 30.0) -> None:
+        """Restart ``service``'s container: its bind mounts are made again from the host's
+        paths (a folder replaced since it started is then the one it sees)."""
+        container = self.container(service)
+        with self._calls(f"restarting {service}"):
+            container.restart(timeout=int(timeout))
+
     def ps(self) -> list[ServiceState]:
         """The stack's containers on this host, by service name."""
         return sorted((_state_of(c) for c in self._containers()), key=lambda s: s.service)

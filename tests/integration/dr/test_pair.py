@@ -12,11 +12,14 @@ import ipaddress
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import Container
 
+from ops.rehearsal.loopfs import LoopBtrfs
 from tests.integration.sshd_host import SshdHost, SshdHosts
 from tests.integration.tasks_cli import inv
 
@@ -49,11 +52,15 @@ def _overrides(host: SshdHost, home: Path) -> str:
     return " ".join(f"{k}={v}" for k, v in words.items())
 
 
-def _env_file(tmp_path: Path, master: SshdHost, slave: SshdHost) -> Path:
+def _env_file(
+    tmp_path: Path, master: SshdHost, slave: SshdHost, slave_home: Path | None = None
+) -> Path:
+    """The settings of a pair of these hosts; the slave keeps GITLAB_HOME and SYNC_HOME in
+    ``slave_home`` (``tmp_path/slave`` by default)."""
     # The engine's bridge address (its gateway, or the subnet's first address when unnamed).
     ipam = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
     gateway = ipam.get("Gateway") or str(ipaddress.ip_network(ipam["Subnet"])[1])
-    slave_words = _overrides(slave, tmp_path / "slave")
+    slave_words = _overrides(slave, slave_home or tmp_path / "slave")
     slave_port = dict(w.split("=", 1) for w in slave_words.split())["SYNC_PORT"]
     lines = {
         "USE_AWS": "false",
@@ -73,6 +80,58 @@ def _env_file(tmp_path: Path, master: SshdHost, slave: SshdHost) -> Path:
     return path
 
 
+def _stack_containers(project: str) -> list[Container]:
+    return docker.from_env().containers.list(
+        all=True, filters={"label": f"com.docker.compose.project={project}"}
+    )
+
+
+def _pairing(project: str) -> object:
+    """What ``gitlab-sync ls`` says in the sidecar of the stack ``project`` (None: not paired)."""
+    (sidecar,) = [
+        c
+        for c in _stack_containers(project)
+        if c.labels.get("com.docker.compose.service") == "gitlab-rsync"
+    ]
+    done = sidecar.exec_run(["gitlab-sync", "ls", "--json"])
+    assert done.exit_code == 0 and isinstance(done.output, bytes), done.output
+    return json.loads(done.output)
+
+
+def test_pair_refuses_a_slave_whose_btrfs_is_mounted_without_user_subvol_rm_allowed(
+    sshd_hosts: SshdHosts, tmp_path: Path
+) -> None:
+    """The AMI's layout (one btrfs, subvolumes for GITLAB_HOME and SYNC_HOME) but mounted
+    without the option the sidecar needs to delete snapshots: refused, naming the host and the
+    problem, before anything is paired or started."""
+    master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
+    disk = LoopBtrfs(tmp_path / "slave-disk")
+    disk.make("256M", ("gitlab", "gitlab-sync"))
+    try:
+        subprocess.run(["umount", str(disk.mountpoint)], check=True)
+        subprocess.run(
+            ["mount", "-o", "loop,noatime", str(disk.image), str(disk.mountpoint)], check=True
+        )
+        env_file = _env_file(tmp_path, master, slave, slave_home=disk.mountpoint)
+
+        refused = inv("pair", env_file=env_file)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"refused: slave ({slave.host.user}@127.0.0.1:{slave.port}): ")
+        assert "SYNC_HOME is mounted without user_subvol_rm_allowed" in line, line
+        assert "master" not in line.removeprefix("refused: ")
+        # asked again after a restart (its mounts made afresh), and still wrong
+        assert "its sidecar sees btrfs set up wrongly; restarting it" in refused.stdout
+        for host in (master, slave):
+            project = host.settings.project_name
+            assert _pairing(project) is None
+            services = {c.labels["com.docker.compose.service"] for c in _stack_containers(project)}
+            assert services == {"gitlab-rsync"}  # no GitLab created, none started
+    finally:
+        sshd_hosts.close()  # the sidecars hold the mount: gone before it is unmounted
+        assert disk.remove() == []
+
+
 def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> None:
     master, slave = sshd_hosts.start("master"), sshd_hosts.start("slave")
     env_file = _env_file(tmp_path, master, slave)
@@ -84,6 +143,10 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
         "master: sync started",
         "master: GitLab started",
         "complete pass",
+        # the temporary folders are not on btrfs: both hosts say why they run the fallback
+        "master: the fallback: the data is on ",
+        "slave: the fallback: the data is on ",
+        "both hosts run the fallback",
     ):
         assert step in first.stdout, first.stdout
 
@@ -124,8 +187,12 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
         "last complete pass",
         "epoch",
         "slave gitlab not started",
+        "master sync method",
+        "slave sync method",
     ):
         assert checks[name]["ok"], checks[name]
+    assert checks["slave sync method"]["detail"].startswith("fallback: the data is on ")
+    assert data["hosts"][1]["sync"]["layout"]["method"] == "fallback"
     assert data["ok"] is True
 
     slave.container.stop(timeout=1)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from ops import settings as settings_mod
@@ -20,7 +21,7 @@ from ops.aws import inventory
 from ops.aws.inventory import FENCED
 from ops.dr.promote import KILL_AFTER, STEPS
 from ops.rehearsal import sandbox
-from ops.rehearsal.layout import SandboxLayout
+from ops.rehearsal.layout import SandboxLayout, State
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
@@ -105,6 +106,19 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     # From the first start, across the seven runs: more than the steps' own seconds.
     assert report["rto_seconds"] > sum(s["seconds"] for s in report["steps"][:-1])
 
+    steps = {s["name"]: s for s in report["steps"]}
+    sandbox_state = State.load(SandboxLayout(paired.parent))
+    assert sandbox_state is not None
+    method = "snapshot" if sandbox_state.filesystem == "btrfs" else "copy"
+    assert steps["start-slave-gitlab"]["restore_method"] == method, steps["start-slave-gitlab"]
+    assert report["restore"].startswith(f"restored snapshot {report['snapshot']} by ")
+    if method == "snapshot":
+        # GITLAB_HOME is a new subvolume: the new master's sidecar mounts it (the restore's
+        # marker is in it), not the old folder set aside beside it.
+        assert steps["restart-sidecar"]["sidecar"] == "restarted on the new GITLAB_HOME"
+        marker = _in_sidecar(paired, report["new_master"], "cat /source/.gitlab-dr-restored.json")
+        assert json.loads(marker)["snapshot"] == report["snapshot"]
+
     state = _pair_state(paired)
     assert state.master is not None and state.master.instance_id == report["new_master"]
     assert state.eip_holder == "master" and state.epoch == 2
@@ -126,6 +140,23 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     second = inv("promote-slave", "--yes", "--planned", env_file=paired)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout
+
+
+def _in_sidecar(env_file: Path, instance_id: str, command: str) -> str:
+    """What ``command`` prints in the gitlab-rsync container of the sandbox's ``instance_id``."""
+    layout = SandboxLayout(env_file.parent)
+    state = State.load(layout)
+    assert state is not None
+    name = state.instance_name(instance_id)
+    assert name is not None, instance_id
+    labels = [
+        f"com.docker.compose.project={layout.stack(name)}",
+        "com.docker.compose.service=gitlab-rsync",
+    ]
+    (container,) = docker.from_env().containers.list(filters={"label": labels})
+    done = container.exec_run(["sh", "-c", command])
+    assert done.exit_code == 0 and isinstance(done.output, bytes), done.output
+    return done.output.decode()
 
 
 def _status(env_file: Path) -> tuple[int, dict[str, Any]]:

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from gitlab_sync.layout import Layout
 from ops import settings as settings_mod
 from ops.aws.inventory import PairState
 from ops.dr.journal import Journal
 from ops.dr.promote import Flags, confirm_on_terminal, freshness_refusals, preflight_refusals
 from ops.dr.promotion_steps import STEPS, plan_lines
 from ops.errors import Refusal
+from tests.unit.dr.layout_cases import SNAPSHOTS, WRONG
 from tests.unit.pairs import (
     NOW,
     master_view,
@@ -118,6 +120,12 @@ def test_the_journal_resumes_an_unfinished_promotion_and_reports_a_finished_one(
     assert Journal.unfinished(loaded) is not None
     lines = plan_lines(GOOD, again, Flags())
     assert "done preflight" in lines[1] and len(lines) == 1 + len(STEPS)
+    again.record("start-slave-gitlab", 2.0, 3.0, {"snapshot": "S", "restore_method": "snapshot"})
+    (restored,) = [line for line in plan_lines(GOOD, again, Flags()) if "start-slave" in line]
+    assert restored.endswith(
+        "done start-slave-gitlab       restored snapshot S by a writable btrfs snapshot in 0.00 s; "
+        "GitLab healthy"
+    )
     again.data["done"] = True
     again.save()
     finished_state = PairState("gitlab-dr", "eu-west-1", (), (), ())
@@ -135,6 +143,33 @@ def test_the_plan_says_what_each_step_will_do_from_the_view() -> None:
     assert "skipped: instance i-master is stopped" in by_step["stop-master-sync"]
     planned = plan_lines(promotion_view(master=master_view()), None, Flags(planned=True))
     assert "final pass with GitLab stopped" in planned[3]
+    assert (
+        "restore the newest snapshot into GITLAB_HOME (the sidecar does not say how)"
+        in (by_step["start-slave-gitlab"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("layout", "restore", "restart"),
+    [
+        (SNAPSHOTS, "GITLAB_HOME becomes a writable btrfs snapshot of the newest snapshot", "to "),
+        (
+            WRONG,
+            "copy the newest snapshot into GITLAB_HOME (the slave has no snapshots: ",
+            "nothing",
+        ),
+    ],
+    ids=["snapshots", "fallback"],
+)
+def test_the_plan_says_how_the_slave_will_restore_from_its_layout(
+    layout: Layout, restore: str, restart: str
+) -> None:
+    slave = slave_view(sync=sidecar("slave", NOW, layout=layout.to_json()))
+    by_step = {
+        line.split()[1]: line for line in plan_lines(promotion_view(slave=slave), None, Flags())[1:]
+    }
+    assert restore in by_step["start-slave-gitlab"]
+    assert restart in by_step["restart-sidecar"]
 
 
 def test_a_snapshot_just_under_stale_after_is_fresh() -> None:

@@ -42,7 +42,7 @@ def test_an_unfinished_promotion_resumes_with_its_own_instances_even_after_the_t
     assert decision.slave is not None and decision.slave.instance_id == B
     assert decision.master is not None and decision.master.instance_id == A
     assert decision.reason == (
-        f"resuming the promotion of {B} begun at {iso(NOW)} (2 of 8 steps done)"
+        f"resuming the promotion of {B} begun at {iso(NOW)} (2 of 9 steps done)"
     )
 
 
@@ -85,7 +85,13 @@ def test_the_rto_of_a_resumed_promotion_counts_from_its_first_start(tmp_path: Pa
         "freshness": {"seconds": 1.0, "ended_at": _at(2)},
         "stop-master-sync": {"seconds": 3.0, "ended_at": _at(305)},
         "fence-master": {"seconds": 2.0, "ended_at": _at(307)},
-        "start-slave-gitlab": {"seconds": 18.0, "ended_at": _at(325), "snapshot": "S"},
+        "start-slave-gitlab": {
+            "seconds": 18.0,
+            "ended_at": _at(325),
+            "snapshot": "S",
+            "restore_method": "snapshot",
+            "restore_seconds": 0.021,
+        },
         "open-slave": {"seconds": 1.0, "ended_at": _at(326)},
         "move-address-and-tags": {"seconds": 4.0, "ended_at": _at(330), "ready_at": _at(330)},
     }
@@ -94,6 +100,8 @@ def test_the_rto_of_a_resumed_promotion_counts_from_its_first_start(tmp_path: Pa
     assert report.rto_seconds == 330.0
     assert [name for name, _s, _d in report.steps] == list(steps)
     assert "RTO 330.0 s" in report.lines()[-4]
+    assert report.lines()[-5] == "restored snapshot S by a writable btrfs snapshot in 0.02 s"
+    assert report.to_dict()["restore"] == report.lines()[-5]
 
 
 def test_there_is_no_rto_before_gitlab_answered_ready(tmp_path: Path) -> None:

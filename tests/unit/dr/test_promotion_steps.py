@@ -13,8 +13,9 @@ from botocore.exceptions import ClientError
 from ops.dr import readiness
 from ops.dr.journal import Journal
 from ops.dr.promote import STEPS as EXPORTED
-from ops.dr.promotion_steps import STEPS, TABLE, Context, postmortem
+from ops.dr.promotion_steps import STEPS, TABLE, Context, postmortem, restart_sidecar
 from ops.dr.promotion_view import Flags
+from ops.errors import AwsError
 from tests.fakes import FakeClock
 from tests.unit.pairs import NOW, settings_of, state_of
 
@@ -34,6 +35,7 @@ def test_one_table_names_every_step_once_in_the_documented_order() -> None:
             "start-slave-gitlab",
             "open-slave",
             "move-address-and-tags",
+            "restart-sidecar",
             "report",
         )
     )
@@ -76,6 +78,18 @@ def test_the_post_mortem_bundle_does_not_hide_a_programming_error(tmp_path: Path
     ctx, journal = _context(tmp_path, _Ec2(TypeError("a bug")))
     with pytest.raises(TypeError, match="a bug"):
         postmortem(ctx, journal)
+
+
+def test_after_a_restore_by_a_copy_the_sidecar_is_not_restarted(tmp_path: Path) -> None:
+    # The journal's slave is not in AWS: a restart would fail to reach it, so this shows that
+    # nothing is reached for.
+    ctx, journal = _context(tmp_path, _Ec2(RuntimeError("unused")))
+    journal.record("start-slave-gitlab", 0, 1, {"snapshot": "S", "restore_method": "copy"})
+    done = restart_sidecar(ctx, journal, cast(Any, None))
+    assert done == {"skipped": "the restore copied into GITLAB_HOME: /source is the same folder"}
+    journal.record("start-slave-gitlab", 0, 1, {"snapshot": "S", "restore_method": "snapshot"})
+    with pytest.raises(AwsError, match="i-slave is not in AWS any more"):
+        restart_sidecar(ctx, journal, cast(Any, None))
 
 
 def test_the_readiness_wait_names_the_url_and_the_last_reason() -> None:

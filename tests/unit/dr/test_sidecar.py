@@ -141,3 +141,52 @@ def test_an_error_that_is_not_gitlab_starting_fails_the_wait_at_once(raised: Hos
     assert caught.value is raised
     assert clock.now == 0
     assert len(engine.execs) == 1
+
+
+# --- restarting the sidecar ----------------------------------------------------------------------
+
+
+class _Container:
+    def __init__(self) -> None:
+        self.restarts: list[int] = []
+
+    def restart(self, timeout: int) -> None:
+        self.restarts.append(timeout)
+
+
+class RestartableEngine(ScriptedEngine):
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__(answers)
+        self.sidecar = _Container()
+
+    def container(self, service: str) -> Any:
+        assert service == sidecar.SERVICE
+        return self.sidecar
+
+
+def daemon_answer(started_at: str, alive: bool = True) -> ExecResult:
+    return ok(json.dumps({"daemon": {"alive": alive, "started_at": started_at}}))
+
+
+def test_a_restart_waits_for_the_daemon_to_start_anew() -> None:
+    old, new = "2026-11-25T12:00:00.000000Z", "2026-11-25T12:05:00.000000Z"
+    engine = RestartableEngine(
+        [
+            daemon_answer(old),
+            daemon_answer(old),
+            NOT_RUNNING,
+            daemon_answer(new, alive=False),
+            daemon_answer(new),
+        ]
+    )
+    clock = FakeClock()
+    assert sidecar.restart(engine, clock=clock, sleep=clock.sleep) == new
+    assert engine.sidecar.restarts == [30]
+    assert clock.now == 1.5
+
+
+def test_a_sidecar_that_does_not_start_again_fails_the_restart_at_its_deadline() -> None:
+    engine = RestartableEngine([daemon_answer("2026-11-25T12:00:00.000000Z")])
+    clock = FakeClock()
+    with pytest.raises(SidecarError, match=r"timed out after 5 s waiting for slave .*gitlab-rsync"):
+        sidecar.restart(engine, timeout=5, clock=clock, sleep=clock.sleep)

@@ -14,6 +14,7 @@ from ops import settings as settings_mod
 from ops.dr.pair import needs_pairing
 from ops.dr.status import StatusReport, checks, render
 from ops.errors import SettingError
+from tests.unit.dr.layout_cases import SNAPSHOTS, WRONG
 from tests.unit.pairs import NOW, master_view, sidecar, slave_view, unreachable
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKf3m4yD5c7Vg2Qx0j9cT1uYtQx7kHkqz8m0Jt3JHq2b"
@@ -37,6 +38,8 @@ def test_a_healthy_pair_passes_every_critical_check() -> None:
         "master sending",
         "slave receiving",
         "slave gitlab not started",
+        "master sync method",
+        "slave sync method",
         "last complete pass",
         "epoch",
     ]
@@ -79,13 +82,32 @@ def test_the_text_and_the_json_show_the_typed_sidecar_status() -> None:
         checks(_settings(), None, master_view(), slave_view(), 1, NOW),
     )
     text = "\n".join(render(report))
-    assert "  sync: master running=True snapshots=3 last=S in-progress=-" in text
+    assert "  sync: master running=True snapshots=3 method=- last=S in-progress=-" in text
     assert "  ok   last complete pass         S, 120 s old" in text
     data = report.to_dict()
     assert data["ok"] is True
     assert data["hosts"][1]["sync"]["last_complete"]["snapshot"] == "S"
     assert data["hosts"][1]["services"][0]["service"] == "gitlab"
     assert list(data["checks"][0]) == ["name", "ok", "critical", "detail", "hint"]
+
+
+def test_each_hosts_sync_method_is_a_check_and_a_wrong_btrfs_only_warns() -> None:
+    master = master_view(sync=sidecar("master", layout=SNAPSHOTS.to_json()))
+    slave = slave_view(sync=sidecar("slave", layout=WRONG.to_json()))
+    report = StatusReport(None, (master, slave), checks(_settings(), None, master, slave, 1, NOW))
+    found = _by_name(report.checks)
+    assert found["master sync method"].ok
+    assert found["master sync method"].detail == f"snapshots: {SNAPSHOTS.why}"
+    assert not found["slave sync method"].ok and not found["slave sync method"].critical
+    assert report.ok  # the slave still receives, by the fallback: a warning
+    text = "\n".join(render(report))
+    assert "  warn slave sync method          fallback: btrfs is set up wrongly: " in text
+    assert "method=snapshots" in text and "method=fallback" in text
+    data = report.to_dict()
+    by_name = {c["name"]: c for c in data["checks"]}
+    assert by_name["slave sync method"]["detail"] == f"fallback: {WRONG.why}"
+    assert "user_subvol_rm_allowed" in by_name["slave sync method"]["hint"]
+    assert data["hosts"][1]["sync"]["layout"]["problems"] == WRONG.problems
 
 
 def test_a_failed_critical_check_fails_the_report_and_a_warning_does_not() -> None:
