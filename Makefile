@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-host-deps: ## install the host tools (mmdebstrap, ssh, sshd, shellcheck, packer, rsync) if missing
+host-deps: ## install the host tools (mmdebstrap, ssh, sshd, shellcheck, packer, rsync, btrfs-progs) if missing
 	@scripts/host-deps.sh
 
 setup: host-deps $(STAMPS)/venv ## a virtual environment with the project and its dev tools
@@ -63,7 +63,7 @@ bench-image: images
 	@docker build -q --build-arg SYNC_IMAGE=$(SYNC_IMAGE) -t $(BENCH_IMAGE) images/bench-contenders >/dev/null && \
 	echo "images: built $(BENCH_IMAGE)"
 
-bench: setup bench-image ## benchmarks vs lsyncd and bare rsync (~25 min; BENCH_ARGS=--quick for ~5)
+bench: setup bench-image ## benchmarks vs lsyncd and bare rsync, btrfs and tmpfs, as root (~70 min at 100k files; BENCH_ARGS="--sizes 100k,1M" ~2.5 h, --quick ~10)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches

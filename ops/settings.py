@@ -28,6 +28,16 @@ def setting(parse: Callable[[str], Any], default: str, help: str, *, compose: bo
     return field(metadata={"parse": parse, "default": default, "help": help, "compose": compose})
 
 
+SANDBOX_FILESYSTEMS = ("btrfs", "plain")
+
+
+def _sandbox_filesystem(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SANDBOX_FILESYSTEMS:
+        raise ValueError(" or ".join(SANDBOX_FILESYSTEMS))
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated settings, each declared once here; field names are the lower-case
@@ -53,13 +63,15 @@ class Settings:
     gitlab_home: str = setting(
         parsing.abs_path,
         "/srv/gitlab",
-        "Host folder holding GitLab's config/, data/ and logs/ (on the EBS data volume).",
+        "Host folder holding GitLab's config/, data/ and logs/: a btrfs subvolume of the data "
+        "volume, which the AMI makes (on another filesystem: the fallback, no snapshots).",
         compose=True,
     )
     sync_home: str = setting(
         parsing.abs_path,
         "/srv/gitlab-sync",
-        "Host folder holding the slave's snapshots (same filesystem as GITLAB_HOME).",
+        "Host folder holding the slave's snapshots: a btrfs subvolume beside GITLAB_HOME, on the "
+        "same filesystem (the AMI makes both; on another filesystem: the fallback).",
         compose=True,
     )
     gitlab_shm_size: str = setting(
@@ -294,6 +306,14 @@ class Settings:
         parsing.local_path,
         "",
         "Price table for the monthly cost inv launch --dry-run shows (empty: ops/aws/prices.json).",
+    )
+    # The sandbox
+    sandbox_filesystem: str = setting(
+        _sandbox_filesystem,
+        "btrfs",
+        "What inv sandbox.up keeps each instance's GITLAB_HOME and SYNC_HOME on: btrfs (a "
+        "filesystem in a sparse loop file, as the AMI lays out the data volume; needs root) or "
+        "plain (plain folders: the fallback, no snapshots). Read from the environment only.",
     )
 
     def require(self, name: str) -> Any:

@@ -153,11 +153,20 @@ variable "associate_public_ip_address" {
 
 variable "data_volume_label" {
   type        = string
-  description = "Filesystem label of the EBS data volume; a blank volume gets it on first boot."
+  description = "Filesystem label of the EBS data volume; a blank volume is formatted btrfs with it on first boot."
   default     = "gitlab-data"
   validation {
     condition     = can(regex("^[A-Za-z0-9_-]{1,16}$", var.data_volume_label))
-    error_message = "The data_volume_label must be 1 to 16 letters, digits, dashes or underscores (an ext4 label)."
+    error_message = "The data_volume_label must be 1 to 16 letters, digits, dashes or underscores (a label ext4 takes too)."
+  }
+}
+
+variable "data_subvolumes" {
+  type        = list(string)
+  description = "The btrfs subvolumes made at the top of the data volume: the folder names of GITLAB_HOME and SYNC_HOME under data_mount_point."
+  validation {
+    condition     = length(var.data_subvolumes) > 0 && alltrue([for name in var.data_subvolumes : can(regex("^[A-Za-z0-9_][A-Za-z0-9._-]*$", name))])
+    error_message = "The data_subvolumes must be folder names: letters, digits, dots, dashes or underscores."
   }
 }
 
@@ -277,6 +286,7 @@ build {
       "DOCKER_USER=${var.docker_user}",
       "DATA_MOUNT=${var.data_mount_point}",
       "DATA_LABEL=${var.data_volume_label}",
+      "DATA_SUBVOLUMES=${join(" ", var.data_subvolumes)}",
       "INOTIFY_MAX_USER_WATCHES=${var.inotify_max_user_watches}",
       "PROJECT_NAME=${var.project_name}",
     ]

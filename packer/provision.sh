@@ -3,10 +3,10 @@
 # gitlab.pkr.hcl), or by the tests in a container.
 #
 # It installs the Docker engine and Compose from Debian's packages, pre-pulls the pinned GitLab
-# image, builds the gitlab-rsync sidecar image, prepares the mount of the EBS data volume (by
-# label, at first boot; nothing is mounted here), raises the inotify watch limit, lets
-# DOCKER_USER use the engine, and starts no container: GitLab is started later, by inv pair on
-# the master and by promotion on the slave.
+# image, builds the gitlab-rsync sidecar image, prepares the EBS data volume's first boot (it is
+# then formatted btrfs if blank, mounted, and given its subvolumes; nothing is mounted here),
+# raises the inotify watch limit, lets DOCKER_USER use the engine, and starts no container:
+# GitLab is started later, by inv pair on the master and by promotion on the slave.
 #
 # Input, from the environment:
 #   GITLAB_IMAGE              the pinned GitLab image (required)
@@ -15,6 +15,8 @@
 #   BASE_IMAGE, SYNC_IMAGE    base and tag of the gitlab-rsync image
 #   DOCKER_USER               user added to the docker group (it must exist)
 #   DATA_MOUNT, DATA_LABEL    mount point and filesystem label of the data volume
+#   DATA_SUBVOLUMES           the btrfs subvolumes at its top: GITLAB_HOME's and SYNC_HOME's
+#                             folder names, space-separated
 #   INOTIFY_MAX_USER_WATCHES  fs.inotify.max_user_watches
 #   PROJECT_NAME              recorded in /etc/gitlab-dr/image.env
 # Steps that cannot work in a container are skipped, each with a line saying so:
@@ -30,6 +32,7 @@ SYNC_IMAGE=${SYNC_IMAGE:-gitlab-dr/gitlab-rsync:local}
 DOCKER_USER=${DOCKER_USER:-admin}
 DATA_MOUNT=${DATA_MOUNT:-/srv}
 DATA_LABEL=${DATA_LABEL:-gitlab-data}
+DATA_SUBVOLUMES=${DATA_SUBVOLUMES:-gitlab gitlab-sync}
 INOTIFY_MAX_USER_WATCHES=${INOTIFY_MAX_USER_WATCHES:-1048576}
 PROJECT_NAME=${PROJECT_NAME:-gitlab-dr}
 PROVISION_SKIP_PULL=${PROVISION_SKIP_PULL:-0}
@@ -54,6 +57,8 @@ case $DATA_MOUNT in
   *) die "DATA_MOUNT must be an absolute path other than /: $DATA_MOUNT" ;;
 esac
 [[ $INOTIFY_MAX_USER_WATCHES =~ ^[0-9]+$ ]] || die "INOTIFY_MAX_USER_WATCHES must be a number"
+[[ $DATA_SUBVOLUMES =~ ^[A-Za-z0-9_][A-Za-z0-9._-]*( [A-Za-z0-9_][A-Za-z0-9._-]*)*$ ]] ||
+  die "DATA_SUBVOLUMES must be folder names separated by spaces: $DATA_SUBVOLUMES"
 id "$DOCKER_USER" >/dev/null 2>&1 || die "user $DOCKER_USER does not exist (the SSH user of the hosts)"
 [ -f "$STAGING_DIR/compose/docker-compose.yml" ] || die "$STAGING_DIR/compose/docker-compose.yml is missing"
 [ -f "$STAGING_DIR/prepare-data-volume.sh" ] || die "$STAGING_DIR/prepare-data-volume.sh is missing"
@@ -88,7 +93,7 @@ compose_pkg=docker-compose
 if apt-cache show docker-compose-plugin >/dev/null 2>&1; then
   compose_pkg=docker-compose-plugin
 fi
-packages=(docker.io "$compose_pkg" apparmor ca-certificates pigz xz-utils e2fsprogs util-linux procps)
+packages=(docker.io "$compose_pkg" apparmor ca-certificates pigz xz-utils btrfs-progs e2fsprogs util-linux procps)
 log "installing ${packages[*]}"
 apt-get install "${apt_opts[@]}" --no-install-recommends "${packages[@]}"
 apt-get clean
@@ -173,14 +178,19 @@ if ! sysctl -q -p "$sysctl_file" >/dev/null 2>&1; then
   skip "applying $sysctl_file now (read-only /proc/sys here); it applies at boot"
 fi
 
-# --- The data volume: formatted if blank and mounted by label at boot, nothing mounted now ---
+# --- The data volume: made ready and mounted at boot, nothing mounted now -----------------
 # Written after the images are in, because from here on the engine requires the data volume.
-log "preparing $DATA_MOUNT for the data volume labelled $DATA_LABEL"
+# At every boot gitlab-dr-data.service formats it btrfs if it is blank (an ext4 volume is kept
+# as it is: the sync's fallback), points fstab at its UUID, mounts it, and makes the subvolumes.
+log "preparing $DATA_MOUNT for the data volume labelled $DATA_LABEL (btrfs: $DATA_SUBVOLUMES)"
 install -d -m 0755 "$DATA_MOUNT"
 install -m 0755 "$STAGING_DIR/prepare-data-volume.sh" /usr/local/sbin/gitlab-dr-prepare-data-volume
 cat >/etc/default/gitlab-dr-data <<EOF
 # gitlab-dr: the EBS data volume (read by gitlab-dr-prepare-data-volume at boot).
 DATA_LABEL=$DATA_LABEL
+# Where it is mounted, and the btrfs subvolumes at its top (GITLAB_HOME, SYNC_HOME).
+DATA_MOUNT=$DATA_MOUNT
+DATA_SUBVOLUMES="$DATA_SUBVOLUMES"
 # The data volume's device; empty: the one blank EBS disk, if there is exactly one.
 DATA_DEVICE=
 # How long to wait at boot for the volume to be attached (inv launch attaches it once the
@@ -191,11 +201,11 @@ EOF
 install -d -m 0755 /etc/systemd/system
 cat >/etc/systemd/system/gitlab-dr-data.service <<'EOF'
 [Unit]
-Description=gitlab-dr: give a blank EBS data volume its labelled filesystem
+Description=gitlab-dr: the EBS data volume, formatted btrfs if blank, mounted, its subvolumes made
 Documentation=file:///opt/gitlab-dr/compose/docker-compose.yml
 DefaultDependencies=no
 Wants=systemd-udev-trigger.service
-After=systemd-udev-trigger.service
+After=systemd-udev-trigger.service systemd-remount-fs.service
 Before=shutdown.target
 Conflicts=shutdown.target
 
@@ -206,12 +216,13 @@ TimeoutStartSec=660
 ExecStart=/usr/local/sbin/gitlab-dr-prepare-data-volume
 EOF
 
-# One entry for DATA_MOUNT, under a comment line; a previous entry for it is replaced.
+# One entry for DATA_MOUNT, under a comment line; a previous entry for it is replaced. This one,
+# by label, is the first boot's: gitlab-dr-data.service replaces it with the volume's UUID.
 fstab_mark="# gitlab-dr: the EBS data volume, formatted on first boot by gitlab-dr-data.service"
 touch /etc/fstab
 awk -v mark="$fstab_mark" -v mnt="$DATA_MOUNT" '$0 != mark && !($1 !~ /^#/ && $2 == mnt)' \
   /etc/fstab >/etc/fstab.gitlab-dr
-printf '%s\nLABEL=%s %s ext4 defaults,noatime,nofail,x-systemd.requires=gitlab-dr-data.service,x-systemd.device-timeout=12min 0 2\n' \
+printf '%s\nLABEL=%s %s btrfs user_subvol_rm_allowed,noatime,nofail,x-systemd.requires=gitlab-dr-data.service,x-systemd.device-timeout=12min 0 0\n' \
   "$fstab_mark" "$DATA_LABEL" "$DATA_MOUNT" >>/etc/fstab.gitlab-dr
 chmod 0644 /etc/fstab.gitlab-dr
 mv /etc/fstab.gitlab-dr /etc/fstab
@@ -233,6 +244,7 @@ SYNC_IMAGE=$SYNC_IMAGE
 BASE_IMAGE=$BASE_IMAGE
 DATA_MOUNT=$DATA_MOUNT
 DATA_LABEL=$DATA_LABEL
+DATA_SUBVOLUMES="$DATA_SUBVOLUMES"
 STACK_DIR=$STACK_DIR
 BUILT_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF

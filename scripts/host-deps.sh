@@ -13,6 +13,8 @@ declare -A need=(
   [docker-compose]=docker-compose  # ops deploys the stack to each host with it
   [prometheus]=prometheus    # the sandbox's Prometheus; promtool checks the alert rules
   [promtool]=prometheus
+  [mkfs.btrfs]=btrfs-progs   # the sandbox's and the tests' btrfs filesystems in loop files
+  [btrfs]=btrfs-progs        # (loop devices and mount: util-linux, always there)
 )
 missing=()
 for tool in "${!need[@]}"; do

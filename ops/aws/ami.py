@@ -54,6 +54,7 @@ SETTING_VARIABLES: Mapping[str, tuple[str, ...]] = {
     "sync_image": ("SYNC_IMAGE",),
     "docker_user": ("SSH_USER",),
     "data_mount_point": ("GITLAB_HOME", "SYNC_HOME"),
+    "data_subvolumes": ("GITLAB_HOME", "SYNC_HOME"),
 }
 # Template variables with a default that a setting overrides when it is set (then a variables
 # file may not set them either).
@@ -98,7 +99,12 @@ def var_file_names(path: Path) -> set[str]:
 
 
 def data_mount_point(gitlab_home: str, sync_home: str) -> str:
-    """The folder both homes live under: where the data volume is mounted."""
+    """The folder both homes live in, side by side: where the data volume is mounted.
+
+    Side by side because each home is a btrfs subvolume at the top of the volume: promotion
+    replaces GITLAB_HOME with a writable snapshot made from SYNC_HOME's snapshots, which only
+    works within one filesystem, from the folder that holds both.
+    """
     common = posixpath.commonpath([gitlab_home, sync_home])
     if common == "/":
         raise SettingError(
@@ -110,7 +116,20 @@ def data_mount_point(gitlab_home: str, sync_home: str) -> str:
             f"GITLAB_HOME ({gitlab_home}) and SYNC_HOME ({sync_home}) must be two folders side by "
             "side, neither inside the other"
         )
+    if posixpath.dirname(gitlab_home.rstrip("/")) != posixpath.dirname(sync_home.rstrip("/")):
+        raise SettingError(
+            f"GITLAB_HOME ({gitlab_home}) and SYNC_HOME ({sync_home}) must be folders of one "
+            f"folder, side by side (like {common}/gitlab and {common}/gitlab-sync): each is a "
+            "btrfs subvolume at the top of the data volume"
+        )
     return common
+
+
+def data_subvolumes(gitlab_home: str, sync_home: str) -> str:
+    """The subvolumes the AMI makes at the top of the data volume, as Packer reads a list."""
+    data_mount_point(gitlab_home, sync_home)
+    names = [posixpath.basename(home.rstrip("/")) for home in (gitlab_home, sync_home)]
+    return json.dumps(names, separators=(",", ":"))
 
 
 def setting_values(settings: Settings) -> dict[str, str]:
@@ -128,6 +147,7 @@ def setting_values(settings: Settings) -> dict[str, str]:
         "sync_image": settings.sync_image,
         "docker_user": settings.ssh_user,
         "data_mount_point": data_mount_point(settings.gitlab_home, settings.sync_home),
+        "data_subvolumes": data_subvolumes(settings.gitlab_home, settings.sync_home),
         **{v: value for v, value in optional.items() if value},
     }
 

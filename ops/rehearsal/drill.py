@@ -117,6 +117,8 @@ class DrillReport:
         if promo:
             out.append("promotion steps:")
             out += [f"  {s['name']:34} {s['seconds']:8.2f} s" for s in promo]
+        if self.promotion.get("restore"):
+            out.append(f"  ({self.promotion['restore']})")
         out.append("verifications:")
         out += [
             f"  {'pass' if v.ok else 'FAIL'} {v.name:30} {v.detail}" for v in self.verifications

@@ -3,6 +3,12 @@
 A sandbox is known by its folder: :class:`SandboxLayout` derives every path and name from it,
 so two sandboxes (a developer's and a test's) never meet. :func:`sandbox_values` is every
 setting the sandbox writes to ``sandbox.env``; :class:`State` is ``state.json``.
+
+Each instance's data lives as on an AMI's host: one filesystem (``instances/<name>/mnt``, as
+``/srv`` there) holding the subvolumes ``gitlab`` (GITLAB_HOME) and ``gitlab-sync``
+(SYNC_HOME). With ``SANDBOX_FILESYSTEM=btrfs`` (the default) that filesystem is btrfs in a
+sparse loop file beside it (:class:`~ops.rehearsal.loopfs.LoopBtrfs`); with ``plain`` the two
+are plain folders of the host's own filesystem, and the sync takes its fallback.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.errors import SandboxError
+from ops.rehearsal.loopfs import LoopBtrfs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".sandbox"
@@ -31,6 +38,10 @@ STACK_PORTS = (
     "SYNC_PORT",
     "METRICS_PORT",
 )
+SUBVOLUMES = ("gitlab", "gitlab-sync")
+"""GITLAB_HOME and SYNC_HOME on each instance's filesystem, named as the AMI names them."""
+FILESYSTEM_SIZE = "8G"
+"""Each instance's loop file: sparse, so it takes on disk only what the drill writes."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,16 @@ class SandboxLayout:
     def home(self, name: str) -> Path:
         return self.root / "instances" / name
 
+    def filesystem(self, name: str) -> LoopBtrfs:
+        """Instance ``name``'s btrfs in a loop file (``btrfs.img`` in its home)."""
+        return LoopBtrfs(self.home(name))
+
+    def data(self, name: str) -> Path:
+        """Where instance ``name``'s GITLAB_HOME and SYNC_HOME live, as under ``/srv`` on an
+        AMI's host: its btrfs's mount point (a plain folder when the sandbox runs on plain
+        folders)."""
+        return self.filesystem(name).mountpoint
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -123,6 +144,7 @@ def sandbox_values(
     gitlab_image: str,
     sync_image: str = "gitlab-dr/gitlab-rsync:local",
     sync_address_host: str,
+    filesystem: str = "btrfs",
     public_url: str = "",
     ami_id: str = "",
     instances: tuple[Instance, ...] = (),
@@ -159,6 +181,7 @@ def sandbox_values(
         # The "instances" are local containers: /metrics on loopback, not moto's private IPs.
         "METRICS_BIND": "127.0.0.1",
         "AWS_WAIT_TIMEOUT": "30s",
+        "SANDBOX_FILESYSTEM": filesystem,
     }
     hosts_words, override_words = [], []
     for inst in instances:
@@ -167,8 +190,8 @@ def sandbox_values(
         ports = dict(inst.ports)
         own = {
             "PROJECT_NAME": layout.stack(inst.name),
-            "GITLAB_HOME": str(layout.home(inst.name) / "gitlab"),
-            "SYNC_HOME": str(layout.home(inst.name) / "gitlab-sync"),
+            "GITLAB_HOME": str(layout.data(inst.name) / SUBVOLUMES[0]),
+            "SYNC_HOME": str(layout.data(inst.name) / SUBVOLUMES[1]),
             **{name: str(port) for name, port in ports.items()},
             # Where a master's sidecar reaches this instance's receiver when it is the slave.
             "SLAVE_SYNC_ADDRESS": f"{sync_address_host}:{ports['SYNC_PORT']}",
@@ -186,6 +209,7 @@ class State:
     root: str
     project: str
     started_at: str = ""
+    filesystem: str = ""
     moto_pid: int = 0
     moto_url: str = ""
     forwarder_pid: int = 0
@@ -228,6 +252,9 @@ class State:
             f"instance {i['instance_id']} (launched as {i['launched_as']}): ssh://admin@{i['ssh']}"
             for i in self.instances
         ]
+        if self.filesystem:
+            kind = "btrfs in loop files" if self.filesystem == "btrfs" else "plain folders"
+            out.append(f"their data: {kind}, in {Path(self.root) / 'instances'}/<a|b>/mnt")
         out += [
             f"settings: {env_file}",
             f"next: ENV_FILE={env_file} inv pair   (then inv status, inv promote-slave)",

@@ -18,6 +18,10 @@ What stands in for what:
   port, sending each client to the GitLab HTTP port of the instance that holds the Elastic IP
   in moto, and resetting clients when that instance is closed to them (in ``gitlab-slave``).
 - **GitLab**: the stand-in image (``gitlab-dr/gitlab-standin:local``) as ``GITLAB_IMAGE``.
+- **Their data volumes**: a btrfs filesystem in a sparse loop file for each instance, with the
+  subvolumes ``gitlab`` and ``gitlab-sync`` (GITLAB_HOME, SYNC_HOME), as the AMI formats an
+  instance's EBS data volume, so the sync runs its snapshots path; ``SANDBOX_FILESYSTEM=plain``
+  puts them in plain folders instead (the fallback path, and no root needed for it).
 
 Every setting goes to ``<dir>/sandbox.env``, so ``ENV_FILE=.sandbox/sandbox.env inv pair`` (or
 ``status``, ``promote-slave``) is the same code as on AWS with other settings. What was started
@@ -50,7 +54,7 @@ from ops.dr import topology
 from ops.errors import SandboxError
 from ops.hosts import ssh as hosts
 from ops.progress import Progress
-from ops.rehearsal import prometheus, teardown
+from ops.rehearsal import prometheus, teardown, volumes
 from ops.rehearsal.instance import (
     SshdInstance,
     build_host_image,
@@ -114,7 +118,7 @@ def problems(state: State) -> list[str]:
             out.append(f"host container {layout.container(name)} is {container.status}")
     if not layout.env_file.is_file():
         out.append(f"{layout.env_file} is missing")
-    return out
+    return out + volumes.unmounted(layout, state.filesystem)
 
 
 def up(
@@ -129,6 +133,7 @@ def up(
     (what was started on the way is removed first).
     """
     layout = SandboxLayout(directory.resolve())
+    filesystem = _from_environment("SANDBOX_FILESYSTEM").sandbox_filesystem
     existing = State.load(layout)
     if existing is not None:
         found = problems(existing)
@@ -147,6 +152,7 @@ def up(
         str(layout.root),
         layout.project,
         started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        filesystem=filesystem,
     )
     state.save(layout)
     try:
@@ -179,6 +185,7 @@ def _up(layout: SandboxLayout, state: State, progress: Progress, gitlab_image: s
     keygen(layout.client_key, "sandbox-operator")
     for name in NAMES:
         keygen(layout.host_key(name), f"sandbox-host-{name}")
+    volumes.make(layout, state.filesystem, progress)
     _start_moto(layout, state, progress)
     state.gitlab_url = f"http://127.0.0.1:{free_port()}"  # the forwarder's, the Elastic IP's
 
@@ -190,6 +197,7 @@ def _up(layout: SandboxLayout, state: State, progress: Progress, gitlab_image: s
             gitlab_image=gitlab_image,
             sync_image=sync_image(),
             sync_address_host=gateway,
+            filesystem=state.filesystem,
             public_url=state.gitlab_url,
             ami_id=state.ami_id,
             instances=instances,
@@ -234,11 +242,17 @@ def _bridge_gateway(client: docker.DockerClient) -> str:
     return str(ipam.get("Gateway") or ipaddress.ip_network(ipam["Subnet"])[1])
 
 
+def _from_environment(name: str) -> Settings:
+    """The default settings but setting ``name``, taken from the environment when set there: the
+    sandbox's own choices are never read from a developer's .env (it describes their pair)."""
+    environ = {k: v for k, v in os.environ.items() if k == name}
+    return settings_mod.load(environ=environ, env_file=Path(os.devnull))
+
+
 def sync_image() -> str:
     """The sidecar image the sandbox's stacks run: SYNC_IMAGE from the environment (a test's own
-    tag), else the default; a developer's .env is not read."""
-    environ = {k: v for k, v in os.environ.items() if k == "SYNC_IMAGE"}
-    image: str = settings_mod.load(environ=environ, env_file=Path(os.devnull)).sync_image
+    tag), else the default."""
+    image: str = _from_environment("SYNC_IMAGE").sync_image
     return image
 
 

@@ -1,8 +1,10 @@
 """``inv sandbox.down``: remove everything a sandbox started, and say what could not be removed.
 
-Found by the record (``state.json``) and by the names and labels derived from the folder, so a
-lost record leaves nothing behind. Every removal is tried; what is already gone is skipped;
-whatever is left is one line each, and :func:`down` then fails naming how many.
+Found by the record (``state.json``) and by the names, labels and paths derived from the folder,
+so a lost record leaves nothing behind. Every removal is tried; what is already gone is skipped;
+whatever is left is one line each, and :func:`down` then fails naming how many. The instances'
+filesystems go after the containers that used them, and the folder only once they are gone (a
+filesystem still mounted in it keeps it, its loop file in place for the next try).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ops import settings as settings_mod
 from ops.errors import OpsError, SandboxError
 from ops.hosts.ssh import parse_host, ssh_argv
 from ops.progress import Progress
+from ops.rehearsal import volumes
 from ops.rehearsal.layout import DEFAULT_DIR, LABEL, NAMES, USER, SandboxLayout, State
 from ops.rehearsal.local import Cleanup, DockerFailure, base_image, explain, remove_container
 from ops.rehearsal.processes import FORWARDER, MOTO, PROMETHEUS, stop, strays
@@ -42,7 +45,8 @@ def down(directory: Path = DEFAULT_DIR, progress: Progress = print) -> list[str]
 
 
 def remove_all(directory: Path, progress: Progress) -> Cleanup:
-    """Try every removal (processes, SSH connections, stacks, hosts, volumes, the folder)."""
+    """Try every removal (processes, SSH connections, stacks, hosts, volumes, the instances'
+    filesystems, the folder)."""
     layout = SandboxLayout(directory.resolve())
     state = State.load(layout)
     cleanup = Cleanup(progress)
@@ -62,7 +66,9 @@ def remove_all(directory: Path, progress: Progress) -> Cleanup:
         for name in NAMES:
             cleanup.project(client, layout.stack(name))
         _remove_hosts(cleanup, client, layout)
-    if layout.root.exists():
+    if not volumes.remove(layout, cleanup):
+        cleanup.failed(str(layout.root), "kept while a filesystem in it is left")
+    elif layout.root.exists():
         _remove_tree(cleanup, client, layout.root)
     return cleanup
 

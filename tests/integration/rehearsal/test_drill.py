@@ -44,4 +44,6 @@ def test_the_drill_passes_and_reports_rto_rpo_steps_and_verifications(tmp_path: 
     ):
         assert results[name] == "pass", report["verifications"]
     assert report["written"]["commits"] > 3
+    # On btrfs (the sandbox's default) GitLab's home is a writable snapshot, not a copy.
+    assert "by a writable btrfs snapshot in" in report["promotion"]["restore"]
     assert not folder.exists() or not any(folder.iterdir()), "the sandbox was not removed"

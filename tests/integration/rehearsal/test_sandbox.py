@@ -3,7 +3,10 @@
 Everything is run as commands, as a newcomer would: ``inv sandbox.up``, then ``inv pair`` and
 ``inv status`` with ``ENV_FILE`` naming the sandbox's settings. AWS is the sandbox's own moto
 server, reached here with plain boto3 to do what a promotion does to AWS (move the Elastic IP,
-swap security groups and Role tags), and the forwarder must follow.
+swap security groups and Role tags), and the forwarder must follow. Each instance keeps its data
+on its own btrfs in a loop file, and down, with or without its record, leaves no mount and no
+loop device of it (test_sandbox_filesystems: up failing half-way, a filesystem in use, plain
+folders).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +27,17 @@ import pytest
 
 from gitlab_sync.waits import wait_until
 from ops.aws.client import boto_session
-from ops.rehearsal.layout import LABEL, NAMES, SandboxLayout
-from ops.rehearsal.local import base_image, remove_container, volumes_of
+from ops.rehearsal.layout import NAMES, SandboxLayout
+from ops.rehearsal.local import base_image, remove_container
+from tests.integration.rehearsal.leftovers import (
+    Footprint,
+    assert_instances_on_btrfs,
+    assert_no_mount_or_loop_device,
+    engine_volumes,
+    loop_devices_of,
+    mounts_under,
+    processes_mentioning,
+)
 from tests.integration.tasks_cli import inv
 
 if TYPE_CHECKING:
@@ -70,20 +81,6 @@ def _ec2(moto_url: str) -> EC2Client:
     )
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
-
-
 class Listener:
     """A TCP server on 127.0.0.1:``port`` answering every client with ``reply``."""
 
@@ -110,36 +107,6 @@ class Listener:
         self.sock.close()
 
 
-@dataclass
-class Footprint:
-    """A sandbox's containers, networks and volumes (named, and anonymous ones its containers
-    have) on the engine, found by its labels."""
-
-    containers: set[str] = field(default_factory=set)
-    networks: set[str] = field(default_factory=set)
-    volumes: set[str] = field(default_factory=set)
-
-    @classmethod
-    def of(cls, directory: Path) -> Footprint:
-        client, layout, found = docker.from_env(), SandboxLayout(directory.resolve()), cls()
-        labels = [f"{LABEL}={layout.root}"]
-        labels += [f"com.docker.compose.project={layout.stack(name)}" for name in NAMES]
-        for label in labels:
-            by_label: dict[str, str | list[str] | bool] = {"label": label}
-            for container in client.containers.list(all=True, filters=by_label):
-                found.containers.add(str(container.name))
-                found.volumes.update(volumes_of(container))
-            found.networks.update(str(n.name) for n in client.networks.list(filters=by_label))
-            found.volumes.update(str(v.name) for v in client.volumes.list(filters=by_label))
-        return found
-
-
-def _volumes(*, dangling: bool = False) -> set[str]:
-    """``docker volume ls``: every volume on the engine now (or those no container uses)."""
-    filters = {"dangling": True} if dangling else {}
-    return {str(v.name) for v in docker.from_env().volumes.list(filters=filters)}
-
-
 def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     started = time.monotonic()
     up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
@@ -150,6 +117,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     by_role = {i["launched_as"]: i for i in state["instances"]}
     master, slave = by_role["master"], by_role["slave"]
     print(f"sandbox up: {time.monotonic() - started:.1f} s")
+    assert_instances_on_btrfs(sandbox_dir, env_file)
 
     again = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -236,9 +204,13 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     )
     for pid in (state["moto_pid"], state["forwarder_pid"]):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
-    assert not _processes_mentioning(str(sandbox_dir))
-    assert not _processes_mentioning(state["moto_url"].rsplit(":", 1)[1] + " ")
+    assert not processes_mentioning(str(sandbox_dir))
+    assert not processes_mentioning(state["moto_url"].rsplit(":", 1)[1] + " ")
     assert _http_status(f"{url}/-/readiness") == 0
+    assert "unmounted and removed instance a's filesystem" in " ".join(
+        json.loads(down.stdout)["removed"]
+    )
+    assert_no_mount_or_loop_device(sandbox_dir)
 
     twice = inv("sandbox.down", "--directory", str(sandbox_dir))
     assert twice.returncode == 0, twice.stdout + twice.stderr
@@ -248,7 +220,7 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
 def test_sandbox_up_pair_and_down_leave_no_container_network_or_volume_of_it(
     sandbox_dir: Path,
 ) -> None:
-    before = _volumes()
+    before = engine_volumes()
     up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     # The pair's stacks: containers, a network and a volume each (the sidecar's /state).
@@ -257,13 +229,16 @@ def test_sandbox_up_pair_and_down_leave_no_container_network_or_volume_of_it(
     seen = Footprint.of(sandbox_dir)
     assert seen.containers and seen.networks and seen.volumes, seen
 
+    assert mounts_under(sandbox_dir) and loop_devices_of(sandbox_dir)
+
     down = inv("sandbox.down", "--directory", str(sandbox_dir))
     assert down.returncode == 0, down.stdout + down.stderr
     assert Footprint.of(sandbox_dir) == Footprint()
-    made_here = _volumes() - before
+    assert_no_mount_or_loop_device(sandbox_dir)
+    made_here = engine_volumes() - before
     assert not made_here & seen.volumes, made_here & seen.volumes
     # Nor is any other volume made during the test left unused (a one-off container's, say).
-    assert not _volumes(dangling=True) & made_here, _volumes(dangling=True) & made_here
+    assert not engine_volumes(dangling=True) & made_here, engine_volumes(dangling=True) & made_here
 
 
 def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
@@ -277,24 +252,28 @@ def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
         "error: image gitlab-dr/absent:none is missing: run make images"
     ]
     assert not sandbox_dir.exists()
-    assert not _processes_mentioning(str(sandbox_dir))
+    assert not processes_mentioning(str(sandbox_dir))
 
 
 def test_sandbox_down_without_its_record_still_removes_everything(sandbox_dir: Path) -> None:
     up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     state = json.loads(up.stdout)
+    assert len(mounts_under(sandbox_dir)) == 2
     (sandbox_dir / "state.json").unlink()
 
     down = inv("sandbox.down", "--directory", str(sandbox_dir))
     assert down.returncode == 0, down.stdout + down.stderr
     assert f"stopped the moto server, left running (pid {state['moto_pid']})" in down.stdout
     assert f"stopped the forwarder, left running (pid {state['forwarder_pid']})" in down.stdout
+    for name in NAMES:
+        assert f"unmounted and removed instance {name}'s filesystem" in down.stdout
+    assert_no_mount_or_loop_device(sandbox_dir)
     assert not sandbox_dir.exists()
     assert not docker.from_env().containers.list(
         all=True, filters={"label": f"gitlab-dr.sandbox={sandbox_dir}"}
     )
-    assert not _processes_mentioning(str(sandbox_dir))
+    assert not processes_mentioning(str(sandbox_dir))
 
 
 def test_sandbox_down_names_what_it_could_not_remove_and_fails_until_it_can(

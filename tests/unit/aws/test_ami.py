@@ -188,13 +188,22 @@ def test_the_build_command_passes_the_settings_after_the_variables_file(
         "-var=sync_image=gitlab-dr/gitlab-rsync:local",
         "-var=docker_user=admin",
         "-var=data_mount_point=/srv",
+        '-var=data_subvolumes=["gitlab","gitlab-sync"]',
         "packer/gitlab.pkr.hcl",
     )
 
 
 def test_the_data_volume_is_mounted_where_both_homes_live(settings: Settings) -> None:
     moved = dataclasses.replace(settings, gitlab_home="/data/gl/home", sync_home="/data/gl/sync")
-    assert "-var=data_mount_point=/data/gl" in ami.plan(moved).build
+    build = ami.plan(moved).build
+    assert "-var=data_mount_point=/data/gl" in build
+    assert '-var=data_subvolumes=["home","sync"]' in build
+
+
+def test_homes_not_side_by_side_are_refused_in_one_line(settings: Settings) -> None:
+    apart = dataclasses.replace(settings, gitlab_home="/srv/gitlab", sync_home="/srv/dr/sync")
+    with pytest.raises(SettingError, match=r"side by side .* btrfs subvolume at the top"):
+        ami.plan(apart)
 
 
 def test_packer_gitlab_pkrvars_hcl_is_used_when_present(
@@ -319,7 +328,8 @@ def test_a_build_runs_init_then_build_and_returns_the_ami_id(
         " -var=gitlab_image=gitlab/gitlab-ce:17.8.1-ce.0 -var=project_name=gitlab-dr"
         " -var=base_image=debian:bookworm-slim"
         " -var=sync_image=gitlab-dr/gitlab-rsync:local -var=docker_user=admin"
-        " -var=data_mount_point=/srv packer/gitlab.pkr.hcl",
+        " -var=data_mount_point=/srv"
+        ' -var=data_subvolumes=["gitlab","gitlab-sync"] packer/gitlab.pkr.hcl',
     ]
     # Progress is streamed, human-readable, from init and from build.
     assert any(line.startswith("Installed plugin github.com/hashicorp/amazon") for line in lines)

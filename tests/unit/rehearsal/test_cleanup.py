@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import docker
 import docker.errors
 
+from ops.rehearsal import volumes
+from ops.rehearsal.layout import SUBVOLUMES, SandboxLayout
 from ops.rehearsal.local import Cleanup
 
 PROJECT = "gdrsb-1234abcd-a"
@@ -98,3 +101,27 @@ def test_what_is_already_gone_counts_as_removed() -> None:
     cleanup.project(_engine(Engine([gone], [], [])), PROJECT)
     assert cleanup.left == []
     assert cleanup.removed == ["removed container gone"]
+
+
+def test_the_instances_filesystems_are_found_by_the_folder_alone_and_removed(
+    tmp_path: Path,
+) -> None:
+    layout = SandboxLayout(tmp_path / "sandbox")
+    assert len(volumes.unmounted(layout, "btrfs")) == 2
+    assert volumes.unmounted(layout, "plain") == []
+    fs = layout.filesystem("b")  # a real btrfs in a loop file; no record names it
+    fs.make("300M", SUBVOLUMES)
+    try:
+        assert volumes.unmounted(layout, "btrfs") == [
+            f"instance a's filesystem ({layout.filesystem('a').image}) is not mounted"
+        ]
+        cleanup = Cleanup()
+        assert volumes.remove(layout, cleanup)
+        assert cleanup.removed == [f"unmounted and removed instance b's filesystem ({fs.image})"]
+        assert cleanup.left == []
+        assert not fs.mounted() and not fs.image.exists() and not fs.loop_devices()
+        again = Cleanup()
+        assert volumes.remove(layout, again)
+        assert again.removed == again.left == []
+    finally:
+        fs.remove()

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from ops import settings as settings_mod
+from ops.aws.ami import data_mount_point
 from ops.dr.topology import resolve
-from ops.errors import SandboxError
+from ops.errors import SandboxError, SettingError
+from ops.rehearsal import sandbox
 from ops.rehearsal.layout import (
+    NAMES,
     STACK_PORTS,
     Instance,
     SandboxLayout,
@@ -27,16 +30,25 @@ def _instances() -> tuple[Instance, ...]:
     )
 
 
-def _values(layout: SandboxLayout) -> dict[str, str]:
+def _values(layout: SandboxLayout, filesystem: str = "btrfs") -> dict[str, str]:
     return sandbox_values(
         layout,
         moto_url="http://127.0.0.1:5000",
         base_image="gitlab-dr/debian:bookworm",
         gitlab_image="gitlab-dr/gitlab-standin:local",
         sync_address_host="172.17.0.1",
+        filesystem=filesystem,
         ami_id="ami-0123456789abcdef0",
         instances=_instances(),
     )
+
+
+def _load(
+    layout: SandboxLayout, tmp_path: Path, filesystem: str = "btrfs"
+) -> settings_mod.Settings:
+    env = tmp_path / "sandbox.env"
+    env.write_text(render_env(_values(layout, filesystem)))
+    return settings_mod.load({}, env_file=env)
 
 
 def test_the_sandbox_file_is_valid_settings_keyed_by_instance(tmp_path: Path) -> None:
@@ -50,13 +62,77 @@ def test_the_sandbox_file_is_valid_settings_keyed_by_instance(tmp_path: Path) ->
     assert loaded.instance_address(A) == "127.0.0.1:32001"
     a = loaded.for_instance(A)
     assert a.project_name == layout.stack("a")
-    assert a.gitlab_home == str(layout.home("a") / "gitlab")
+    assert a.gitlab_home == str(layout.data("a") / "gitlab")
     assert (a.gitlab_http_port, a.sync_port) == (41000, 41004)
     # After a promotion (roles swapped in AWS), b is the master, reached and set up as b.
     topo = resolve(loaded, pair(master=B, slave=A))
     assert (topo.master.host.port, topo.master.settings.project_name) == (32002, layout.stack("b"))
     assert topo.sync_address == "172.17.0.1:41004"
     assert env.read_text().startswith("# written by a test\n# second line\nPROJECT_NAME='")
+
+
+def test_each_instance_keeps_its_homes_as_the_ami_lays_out_a_data_volume(tmp_path: Path) -> None:
+    layout = SandboxLayout(tmp_path / "sb")
+    loaded = _load(layout, tmp_path)
+    assert loaded.sandbox_filesystem == "btrfs"
+    homes = set()
+    for name, iid in zip(NAMES, (A, B), strict=True):
+        own = loaded.for_instance(iid)
+        fs = layout.filesystem(name)
+        # The subvolumes of the instance's own loop-file btrfs, side by side at its top, as
+        # GITLAB_HOME and SYNC_HOME sit at the top of an AMI host's data volume (so that the
+        # restore can put a snapshot beside GITLAB_HOME, and the slave's snapshots beside it).
+        assert (own.gitlab_home, own.sync_home) == (
+            str(fs.mountpoint / "gitlab"),
+            str(fs.mountpoint / "gitlab-sync"),
+        )
+        assert data_mount_point(own.gitlab_home, own.sync_home) == str(layout.data(name))
+        assert fs.image.parent == layout.home(name) and fs.image.name == "btrfs.img"
+        homes |= {own.gitlab_home, own.sync_home}
+    assert len(homes) == 4
+
+
+def test_the_plain_sandbox_keeps_the_same_folders_and_says_so(tmp_path: Path) -> None:
+    layout = SandboxLayout(tmp_path / "sb")
+    loaded = _load(layout, tmp_path, "plain")
+    assert loaded.sandbox_filesystem == "plain"
+    assert loaded.for_instance(A).gitlab_home == str(layout.data("a") / "gitlab")
+
+
+def test_the_sandbox_filesystem_is_btrfs_or_plain_and_a_bad_one_is_one_line(
+    tmp_path: Path,
+) -> None:
+    none = tmp_path / "none"
+    assert settings_mod.load({}, env_file=none).sandbox_filesystem == "btrfs"
+    assert settings_mod.load(
+        {"SANDBOX_FILESYSTEM": " Plain "}, env_file=none
+    ).sandbox_filesystem == ("plain")
+    with pytest.raises(SettingError) as refused:
+        settings_mod.load({"SANDBOX_FILESYSTEM": "zfs"}, env_file=none)
+    assert str(refused.value) == "SANDBOX_FILESYSTEM: expected btrfs or plain, got 'zfs'"
+
+
+def test_sandbox_up_refuses_a_bad_filesystem_before_it_makes_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_FILESYSTEM", "ext4")
+    lines: list[str] = []
+    with pytest.raises(
+        SettingError, match=r"^SANDBOX_FILESYSTEM: expected btrfs or plain, got 'ext4'$"
+    ):
+        sandbox.up(tmp_path / "sb", lines.append)
+    assert lines == []
+    assert not (tmp_path / "sb").exists()
+
+
+def test_a_record_says_what_the_instances_keep_their_data_on(tmp_path: Path) -> None:
+    state = State(str(tmp_path), "p", filesystem="btrfs")
+    state.save(SandboxLayout(tmp_path))
+    loaded = State.load(SandboxLayout(tmp_path))
+    assert loaded is not None and loaded.filesystem == "btrfs"
+    assert f"their data: btrfs in loop files, in {tmp_path / 'instances'}/<a|b>/mnt" in (
+        loaded.lines()
+    )
 
 
 def test_every_sandbox_value_is_a_setting(tmp_path: Path) -> None:
