@@ -1,4 +1,4 @@
-"""The benchmark's containers on the local Docker engine: volumes, one network, and boxes.
+"""The benchmark's containers on the local Docker engine: one network, and boxes.
 
 Our pair is made exactly as the integration tests make it (``tests/integration/sidecar/sync_pair``:
 the real sidecar image, paired by its own CLI). The contenders run in an image built from the
@@ -10,22 +10,24 @@ ed25519 key, host key checked, one multiplexed connection kept for 60 s.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+from bench.storage import Site
 from ops.rehearsal.sandbox import tar_files
 from tests.integration.sidecar.sync_pair import SidecarNode, pair_up, start_sidecar, wait_for
 
-CONTENDERS_IMAGE = "gitlab-dr/bench-contenders:local"
+CONTENDERS_IMAGE = os.environ.get("BENCH_IMAGE", "gitlab-dr/bench-contenders:local")
 PROBE = Path(__file__).with_name("probe.py")
 PROBE_PATH = "/opt/bench/probe.py"
 
@@ -62,12 +64,33 @@ class Box(SidecarNode):
 
     def timed(self, argv: list[str]) -> float:
         """Seconds ``argv`` took, timed inside the container (no exec round trip counted)."""
+        return self.timed_output(argv)[0]
+
+    def timed_output(self, argv: list[str]) -> tuple[float, str]:
+        """Seconds ``argv`` took, timed inside the container, and what it printed."""
         code = (
             "import subprocess,sys,time;s=time.monotonic();"
-            "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL);"
-            "print(time.monotonic()-s) if r.returncode in (0,24) else sys.exit(r.returncode)"
+            "r=subprocess.run(sys.argv[1:],stdout=subprocess.PIPE);t=time.monotonic()-s;"
+            "sys.stdout.buffer.write(r.stdout);print();"
+            "print(t) if r.returncode in (0,24) else sys.exit(r.returncode)"
         )
-        return float(self.run(["python3", "-c", code, *argv]).strip())
+        out, _, seconds = self.run(["python3", "-c", code, *argv]).rstrip().rpartition("\n")
+        return float(seconds), out
+
+    def layout(self) -> dict[str, Any]:
+        """The sidecar's own word on its method for this container's mounts (``gitlab-sync
+        layout --json``: snapshots or the fallback, and why). A sidecar image older than the
+        snapshot path has no such command, and only the fallback."""
+        code, output = self.container.exec_run(["gitlab-sync", "layout", "--json"], demux=True)
+        out = (cast("tuple[bytes | None, bytes | None]", output)[0] or b"").decode(errors="replace")
+        if code in (0, 1) and out.strip().startswith("{"):
+            data: dict[str, Any] = json.loads(out)
+            return data
+        return {
+            "method": "fallback",
+            "why": "this sidecar image predates the snapshot path (no gitlab-sync layout)",
+            "problems": [],
+        }
 
 
 @dataclass
@@ -96,34 +119,23 @@ def start_rss(box: Box) -> Rss:
 
 
 class Cluster:
-    """Everything the benchmark starts; removed on exit, whatever happened."""
+    """Everything the benchmark starts; removed on exit, whatever happened.
 
-    def __init__(self, stack: ExitStack, storage: str = "tmpfs"):
-        self.stack, self.storage = stack, storage
+    The trees are folders of the hosts' filesystems (:mod:`bench.storage`), bind-mounted into
+    the containers where Compose mounts GITLAB_HOME and SYNC_HOME.
+    """
+
+    def __init__(self, stack: ExitStack):
+        self.stack = stack
         self.client = docker.from_env()
         self.network = stack.enter_context(Network())
         self.tag = uuid.uuid4().hex[:6]
 
-    def volume(self, name: str, gib: int = 8) -> str:
-        """A volume for a tree: in memory (``tmpfs``, at most ``gib``) or on the engine's disk.
-
-        In memory by default: on a cloud VM's disk the same copy took 25 s, then 61 s, as its
-        I/O credits ran out, which would drown the ratios between contenders. ``nr_inodes=0``:
-        tmpfs counts every hard link as an inode, and 24 hard-linked snapshots of a 150,000-
-        entry tree would exhaust its default (half the RAM's pages), failing passes with ENOSPC.
-        """
-        full = f"gitlab-dr-bench-{name}-{self.tag}"
-        if self.storage == "tmpfs":
-            options = {"type": "tmpfs", "device": "tmpfs", "o": f"size={gib}g,nr_inodes=0"}
-            self.client.volumes.create(full, driver="local", driver_opts=options)
-        else:
-            self.client.volumes.create(full)
-        self.stack.callback(lambda: self.client.volumes.get(full).remove(force=True))
-        return full
-
-    def box(self, alias: str, volumes: list[tuple[str, str, str]]) -> Box:
-        """A contenders-image container on the network, idle until told what to do."""
-        tc = DockerContainer(CONTENDERS_IMAGE)
+    def box(self, alias: str, volumes: list[tuple[str, str, str]], image: str = "") -> Box:
+        """A container on the network (the contenders' image unless told), idle until told what
+        to do."""
+        tc = DockerContainer(image or CONTENDERS_IMAGE).with_command("sleep infinity")
+        tc.with_kwargs(entrypoint=["/usr/bin/tini", "--"])
         tc.with_network(self.network).with_network_aliases(alias)
         tc.with_name(f"gitlab-dr-bench-{alias}-{self.tag}")
         for volume in volumes:
@@ -139,19 +151,28 @@ class Cluster:
         box.install_probe()
         return box
 
-    def our_pair(
-        self, source: str, sync: str, env: dict[str, str], prefix: str = "ours"
-    ) -> tuple[Box, Box]:
-        """Our slave (sync area on ``sync``) and master (``source`` read-only), paired."""
-        slave = self.sidecar(f"{prefix}-slave", env, [(sync, "/sync", "rw")])
-        master = self.sidecar(f"{prefix}-master", env, [(source, "/source", "ro")])
+    def our_pair(self, site: Site, env: dict[str, str], prefix: str = "ours") -> tuple[Box, Box]:
+        """Our slave and master, paired, mounted as Compose mounts them on each host: the
+        master's GITLAB_HOME read-only at /source and its SYNC_HOME at /sync (where a pass
+        freezes the tree, on btrfs), the slave's SYNC_HOME at /sync."""
+        slave = self.sidecar(
+            f"{prefix}-slave",
+            env,
+            [(str(site.slave.home), "/source", "ro"), (str(site.slave.sync), "/sync", "rw")],
+        )
+        master = self.sidecar(
+            f"{prefix}-master",
+            env,
+            [(str(site.master.home), "/source", "ro"), (str(site.master.sync), "/sync", "rw")],
+        )
         pair_up(master, slave, slave_alias=f"{prefix}-slave")
         return master, slave
 
-    def plain_pair(self, source: str, replica: str) -> tuple[Box, Box]:
-        """A contender's master (``source`` read-only) and a plain sshd slave (``replica``)."""
-        slave = self.box("plain-slave", [(replica, "/replica", "rw")])
-        master = self.box("plain-master", [(source, "/source", "ro")])
+    def plain_pair(self, site: Site) -> tuple[Box, Box]:
+        """A contender's master (the same GITLAB_HOME, read-only) and a plain sshd slave whose
+        replica is on a filesystem of the same kind as our slave's."""
+        slave = self.box("plain-slave", [(str(site.replica.home), "/replica", "rw")])
+        master = self.box("plain-master", [(str(site.master.home), "/source", "ro")])
         master.sh("mkdir -p /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/id_ed25519")
         slave.sh(
             "mkdir -p /etc/bench/ssh /run/sshd && "
@@ -170,6 +191,6 @@ class Cluster:
 
 
 @contextmanager
-def cluster(storage: str = "tmpfs") -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     with ExitStack() as stack:
-        yield Cluster(stack, storage)
+        yield Cluster(stack)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import NamedTuple
 
 from bench.cluster import SSH, SSH_OPTIONS, Box
 
@@ -45,12 +46,30 @@ def lsyncd_config(delay: int) -> str:
     )
 
 
-_PASS_LINE = re.compile(r"pass (\S+) \((\w+)\) (\w+) in ([\d.]+) s")
+_PASS_LINE = re.compile(
+    r"pass (\S+) \(([^)]*)\) (\w+) in ([\d.]+) s(?:, (full|change)\b)?[,:]? ?(.*)$", re.MULTILINE
+)
 
 
-def logged_passes(log: str) -> list[tuple[str, str, float]]:
-    """Each pass the master logged: id, outcome, seconds."""
-    return [(m[1], m[3], float(m[4])) for m in _PASS_LINE.finditer(log)]
+class Pass(NamedTuple):
+    """One pass as the master logged it: what started it (``change``, ``timer``, ``manual``),
+    how it ended, how long it took, its kind (``full`` or ``change``: "" from a sidecar older
+    than change-list passes) and the rest of the line."""
+
+    id: str
+    trigger: str
+    outcome: str
+    seconds: float
+    kind: str
+    note: str
+
+
+def logged_passes(log: str) -> list[Pass]:
+    """Each pass the master logged, in order."""
+    return [
+        Pass(m[1], m[2], m[3], float(m[4]), m[5] or "", m[6].strip())
+        for m in _PASS_LINE.finditer(log)
+    ]
 
 
 def passed_since(master: Box, since: dt.datetime) -> bool:

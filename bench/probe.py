@@ -9,6 +9,8 @@ that every container on the engine shares.
 - ``churn SOURCE OBSERVED RATE SECONDS DRAIN SEED``: RATE file changes a second on SOURCE
   (new objects, rewritten files, deletions) and, for each, the delay until OBSERVED (the
   slave's newest complete copy, seen through a read-only mount) shows it.
+- ``ballast ROOT BYTES``: sparse files of 1 GiB (64 KiB of data each, holes after it) under
+  the registry's blobs, so that a snapshot is BYTES larger at little memory or disk.
 - ``compare A B``: every entry's type, mode, owner, size, mtime and (up to 1 MiB) content.
 - ``rss OUT STOP``: the peak of the memory of every other process in the container (PSS,
   summed), sampled every 50 ms until the file STOP appears.
@@ -109,6 +111,30 @@ def make_tree(
         "packs": packs,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+BALLAST = "data/gitlab-rails/shared/registry/docker/registry/v2/blobs/sha256"
+
+
+def ballast(root: Path, total: int) -> dict[str, object]:
+    """Sparse files adding up to ``total`` bytes: each 1 GiB (the last what is left) with
+    64 KiB of distinct data at its start, the rest a hole. Files already there at their size
+    are kept (a larger ballast adds to a smaller one)."""
+    made = allocated = 0
+    count = 0
+    while made < total:
+        size = min(1 << 30, total - made)
+        digest = hashlib.sha256(f"ballast{count}".encode()).hexdigest()
+        path = root / BALLAST / digest[:2] / digest / "data"
+        if not path.exists() or path.stat().st_size != size:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write((digest.encode() * 1024)[: min(size, 64 << 10)])
+                handle.truncate(size)
+        allocated += path.stat().st_blocks * 512
+        made += size
+        count += 1
+    return {"files": count, "bytes": made, "allocated": allocated}
 
 
 def _rewrite(path: Path, head: bytes, rng: random.Random, temp_name: str) -> None:
@@ -325,6 +351,8 @@ def main(argv: list[str]) -> int:
     elif verb == "churn":
         churn = Churn(Path(args[0]), Path(args[1]), float(args[2]), int(args[5]))
         result = churn.run(float(args[3]), float(args[4]))
+    elif verb == "ballast":
+        result = ballast(Path(args[0]), int(args[1]))
     elif verb == "compare":
         result = compare(Path(args[0]), Path(args[1]))
     elif verb == "rss":

@@ -1,4 +1,4 @@
-"""What a run leaves: a table for people, ``latest.json`` for scripts, a PNG of the lag."""
+"""What a run leaves: a table for people, ``latest.json`` for scripts (the plots: plots.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import stats
 from bench.metric import Metric, Sizes
 
 
@@ -50,21 +49,30 @@ def machine() -> dict[str, Any]:
 def document(
     metrics: Sequence[Metric],
     sizes: Sizes,
-    configs: dict[str, str],
-    tree: dict[str, Any],
-    verified: dict[str, dict[str, Any]],
+    bench: dict[str, Any],
     seconds: float,
     host: dict[str, Any],
 ) -> dict[str, Any]:
+    """``latest.json``: the machine, the sizes, and per (filesystem, tree) what was made,
+    the sidecar's method there, the contenders' settings and the final-copy checks."""
     return {
         "machine": host,
         "sizes": sizes.to_dict(),
-        "tree": tree,
-        "contenders": configs,
-        "final_copy_checks": verified,
+        "storage": STORAGE_NOTE[sizes.storage],
+        "trees": bench.get("trees", {}),
+        "layouts": bench.get("layouts", {}),
+        "contenders": bench.get("configs", {}),
+        "final_copy_checks": bench.get("verified", {}),
+        "pass_times": bench.get("points", []),
         "bench_seconds": round(seconds, 1),
         "metrics": [m.to_dict() for m in metrics],
     }
+
+
+STORAGE_NOTE = {
+    "tmpfs": "loop files and tmpfs in memory (/dev/shm): repeatable, no disk credits",
+    "disk": "loop files on the machine's disk (/var/tmp)",
+}
 
 
 def _number(value: float | None, unit: str = "", digits: int = 2) -> str:
@@ -77,29 +85,45 @@ def _number(value: float | None, unit: str = "", digits: int = 2) -> str:
 def table(metrics: Sequence[Metric]) -> list[str]:
     """A Markdown table: the figure, its spread, the competitors, the target and the verdict."""
     lines = [
-        "| Metric | Size | Ours | Compared with | Target | Met |",
-        "|---|---|---|---|---|---|",
+        "| Metric | Path | Size | Ours | Compared with | Target | Met |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in metrics:
         spread = m.spread
-        ours = _number(m.value, m.unit)
+        ours = _number(m.value, m.unit, digits=3 if m.unit == "exponent" else 2)
         if {"low", "high", "runs"} <= spread.keys() and int(spread["runs"]) > 1:
             ours += f" ({_number(spread['low'])}-{_number(spread['high'])}, {spread['runs']} runs)"
         elif "p50" in spread:
             ours = f"p99 {_number(m.value, m.unit)}, p50 {_number(spread['p50'], 's')}"
         others = "; ".join(
-            f"{name}: {_number(v, digits=3 if name.startswith('ratio') else 2)}"
+            f"{name}: {_number(v, digits=3 if _fine(name) else 2)}"
             for name, v in m.competitors.items()
         )
         verdict = {True: "yes", False: "**no**", None: "-"}[m.met]
         lines.append(
-            f"| {m.name} | {m.size} | {ours} | {others or '-'} | {m.target or '-'} | {verdict} |"
+            f"| {m.name} | {m.path or '-'} | {m.size} | {ours} | {others or '-'} "
+            f"| {m.target or '-'} | {verdict} |"
         )
     return lines
 
 
+def _fine(name: str) -> bool:
+    """Ratios, shares and exponents get three digits."""
+    return name.startswith("ratio") or any(w in name for w in ("share of", "exponent"))
+
+
+def heading(doc: dict[str, Any]) -> str:
+    """One line above the table: where and how long it was measured."""
+    host = doc.get("machine", {})
+    return (
+        f"Measured on {host.get('cores', '?')} cores, {host.get('memory_gib', '?')} GiB "
+        f"({host.get('cpu') or 'unknown CPU'}, kernel {host.get('kernel', '?')}); "
+        f"{doc.get('storage', '')}; the run took {doc.get('bench_seconds', 0) / 60:.0f} min."
+    )
+
+
 def write(doc: dict[str, Any], metrics: Sequence[Metric], folder: Path) -> list[Path]:
-    """``latest.json``, ``latest.md`` and, when the lag was measured, ``lag.png``."""
+    """``latest.json`` (written whole, then renamed) and ``latest.md``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     target = folder / "latest.json"
@@ -108,36 +132,6 @@ def write(doc: dict[str, Any], metrics: Sequence[Metric], folder: Path) -> list[
     temp.replace(target)
     written.append(target)
     md = folder / "latest.md"
-    md.write_text("\n".join(table(metrics)) + "\n")
+    md.write_text("\n".join([heading(doc), "", *table(metrics)]) + "\n")
     written.append(md)
     return written
-
-
-def plot(lags: dict[str, list[list[Any]]], path: Path) -> Path:
-    """Each contender's lag against the time each change was written; never-seen changes at
-    the top edge, marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=100)
-    finite = [r[3] for records in lags.values() for r in records if r[3] is not None]
-    top = max(finite) * 1.1 if finite else 1.0
-    for name, records in lags.items():
-        times = [float(r[2]) for r in records]
-        values = [top if r[3] is None else float(r[3]) for r in records]
-        lag = stats.Lag.of([r[3] for r in records])
-        label = f"{name}: p50 {_number(lag.p50, 's')}, p99 {_number(lag.p99, 's')}"
-        axes.plot(times, values, ".", markersize=2, label=label)
-    axes.set_xlabel("time the change was written on the master (s)")
-    axes.set_ylabel("delay until the slave's newest complete copy has it (s)")
-    axes.set_yscale("log")
-    axes.set_title("Replication lag under churn")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="upper right", markerscale=6, fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path

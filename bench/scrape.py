@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 
 from bench import stats
-from bench.cluster import Box
-from bench.metric import Metric, Sizes, tree_size
+from bench.metric import Metric
+from bench.rig import Rig
+from tests.integration.sidecar.sync_pair import wait_for
 
 SCRAPES = 100
 TARGET_MS = 100.0
@@ -39,16 +40,17 @@ print(json.dumps({"ms": times, "during_pass": during}))
 """
 
 
-def measure(master: Box, writer: Box, sizes: Sizes) -> Metric:
+def measure(r: Rig) -> Metric:
     """Start a pass after a few changes, then scrape while it runs."""
-    writer.probe("touch", "/source", str(sizes.changed), str(sizes.seed + 99))
-    master.background("gitlab-sync pass >/dev/null 2>&1")
-    found = json.loads(master.run(["python3", "-c", SCRIPT, str(SCRAPES)]))
+    r.writer.probe("touch", "/source", str(r.sizes.changed), str(r.sizes.seed + 99))
+    r.master.background("gitlab-sync pass >/dev/null 2>&1")
+    found = json.loads(r.master.run(["python3", "-c", SCRIPT, str(SCRAPES)]))
+    wait_for(lambda: not r.master.status().get("in_progress"), 1800, "the scraped pass to end")
     took = stats.Summary.of(found["ms"])
     slowest = took.high
     return Metric(
         f"/metrics scrape during a pass ({SCRAPES} scrapes)",
-        tree_size(sizes),
+        r.size,
         took.median,
         "ms",
         took.to_dict(),

@@ -69,3 +69,11 @@ def nearest_rank(values: Sequence[float], q: float) -> float:
         raise ValueError("no values")
     ordered = sorted(values)
     return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
+
+
+def exponent(n1: float, t1: float, n2: float, t2: float) -> float:
+    """``k`` in ``t = c * n**k`` through two points: 0 is a cost that does not grow with ``n``,
+    1 a cost proportional to it."""
+    if min(n1, t1, n2, t2) <= 0 or n1 == n2:
+        raise ValueError(f"no growth through ({n1}, {t1}) and ({n2}, {t2})")
+    return math.log(t2 / t1) / math.log(n2 / n1)

@@ -1,9 +1,10 @@
 """``make bench`` at a smoke size, as a command: every contender really runs and syncs.
 
 The figures themselves are not judged here (they are this machine's, and CI's is busy): what
-is checked is that each metric was measured from real runs, that every contender's final copy
-equals the master's tree, and that the outputs are written. The RTO metric is left to the
-drill's own test (tests/integration/rehearsal/test_drill.py), which runs the same code.
+is checked is that each metric was measured from real runs on both paths (btrfs in loop files,
+plain tmpfs folders), that every contender's final copy equals the master's tree, that the
+restore and pgbench ran for real, and that the outputs are written. The RTO metric is left to
+the drill's own test (tests/integration/rehearsal/test_drill.py), which runs the same code.
 """
 
 from __future__ import annotations
@@ -12,63 +13,103 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]  # the repository: python -m bench runs there
+SYNCS = "first-sync,full,changed,lag,snapshots,memory,restore,pgbench"
 
 
-def test_a_quick_bench_measures_every_contender_on_the_same_tree(tmp_path: Path) -> None:
+def bench(out: Path, *args: str, timeout: float) -> tuple[dict[str, Any], str]:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--only",
-            "first-sync,no-change,changed,lag,snapshots,memory",
-            "--files",
-            "1500",
-            "--seconds",
-            "4",
-            "--runs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    doc = json.loads((tmp_path / "latest.json").read_text())
-    names = {m["name"]: m for m in doc["metrics"]}
-    assert set(names) == {
-        "first full sync throughput",
-        "sidecar peak memory, first full pass",
-        "pass with nothing changed",
-        "pass after 20 changed files",
-        "snapshot cost",
-        "replication lag (p99)",
-    }
+    doc: dict[str, Any] = json.loads((out / "latest.json").read_text())
+    return doc, done.stdout
+
+
+def sidecar_has_snapshots() -> bool:
+    """Whether the sidecar image under test has the snapshot path (``gitlab-sync layout``)."""
+    from tests.integration.sidecar.sync_pair import SYNC_IMAGE
+
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "gitlab-sync", SYNC_IMAGE, "layout", "--help"],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def test_a_quick_bench_measures_every_contender_on_both_paths(tmp_path: Path) -> None:
+    doc, stdout = bench(
+        tmp_path,
+        *("--only", SYNCS, "--files", "1500", "--seconds", "4", "--runs", "1"),
+        *("--restore-gib", "0.0625,0.5", "--pg-seconds", "8"),
+        timeout=1500,
+    )
+    by_path: dict[str, dict[str, dict[str, Any]]] = {}
     for metric in doc["metrics"]:
+        by_path.setdefault(metric["path"], {})[metric["name"]] = metric
         assert metric["value"] is not None and metric["value"] > 0, metric
-    lag = names["replication lag (p99)"]["detail"]
-    assert set(lag) == {"ours", "lsyncd delay=1", "lsyncd delay=15", "rsync loop (seed)"}
-    for name, figures in lag.items():
-        assert figures["changes"] == 80 and figures["never_seen"] == 0, name
-    assert lag["lsyncd delay=15"]["p50"] > lag["lsyncd delay=1"]["p99"]  # its delay shows
+    assert len(by_path) == 2
+    layouts = doc["layouts"]
+    assert layouts["tmpfs 1,500"]["method"] == "fallback"
+    expected = "snapshots" if sidecar_has_snapshots() else "fallback"
+    assert layouts["btrfs 1,500"]["method"] == expected, layouts["btrfs 1,500"]
+    for path, names in by_path.items():
+        assert set(names) == {
+            "first full sync throughput",
+            "sidecar peak memory, first full pass",
+            "full pass, nothing changed",
+            "change-triggered pass, 20 files changed",
+            "snapshot cost",
+            "replication lag (p99)",
+            "PostgreSQL TPS with the sync on",
+            "PostgreSQL WAL with the sync on",
+            "restore for promotion, 0.0625 GiB",
+            "restore for promotion, 0.5 GiB",
+        }, path
+        lag = names["replication lag (p99)"]["detail"]
+        assert set(lag) == {"ours", "lsyncd delay=1", "lsyncd delay=15", "rsync loop (seed)"}
+        for name, figures in lag.items():
+            assert figures["changes"] == 80 and figures["never_seen"] == 0, (path, name)
+        assert lag["lsyncd delay=15"]["p50"] > lag["lsyncd delay=1"]["p99"]  # its delay shows
+        memory = names["sidecar peak memory, first full pass"]["detail"]
+        assert memory["master_kib"] > 1024 and memory["slave_kib"] > 1024
+        big = names["restore for promotion, 0.5 GiB"]["detail"]
+        assert big["sparse_bytes"] > 400 << 20 and big["answer"]["snapshot"]
+        pg = names["PostgreSQL TPS with the sync on"]
+        assert pg["competitors"]["sync off"] > 0 and pg["detail"]["passes_while_on"] >= 1
+    assert len(doc["final_copy_checks"]) == 8
     assert {k: v["differences"] for k, v in doc["final_copy_checks"].items()} == dict.fromkeys(
-        lag, 0
+        doc["final_copy_checks"], 0
     )
     assert "default.rsyncssh" in doc["contenders"]["lsyncd delay=1"]
-    snapshots = names["snapshot cost"]["detail"]
-    assert snapshots["passes_failed"] == 0 and snapshots["snapshots_kept"] >= 2
-    memory = names["sidecar peak memory, first full pass"]["detail"]
-    assert memory["master_kib"] > 1024 and memory["slave_kib"] > 1024
     assert (tmp_path / "lag.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| replication lag (p99) |" in done.stdout
+    assert (tmp_path / "passes.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| replication lag (p99) |" in stdout
+
+
+def test_the_change_pass_is_judged_against_the_tree_size(tmp_path: Path) -> None:
+    doc, _ = bench(
+        tmp_path,
+        *("--only", "full,changed", "--sizes", "1000,3000", "--fs", "tmpfs", "--runs", "1"),
+        timeout=600,
+    )
+    growth = next(m for m in doc["metrics"] if m["name"].endswith("against tree size"))
+    assert growth["size"] == "1,000 to 3,000 files" and growth["unit"] == "exponent"
+    assert set(growth["competitors"]) == {
+        "1,000 files (s)",
+        "3,000 files (s)",
+        "full pass exponent",
+    }
+    assert [p["files"] for p in doc["pass_times"]] == [1000, 3000]

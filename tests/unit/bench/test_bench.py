@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import probe, report, stats
-from bench.__main__ import parse, sizes_of
-from bench.contenders import logged_passes, lsyncd_config
-from bench.metric import QUICK, Metric, Sizes
+from bench import plots, probe, report, stats
+from bench.__main__ import parse
+from bench.contenders import Pass, logged_passes, lsyncd_config
+from bench.metric import QUICK, Metric
 
 
 def test_percentile_interpolates_and_nearest_rank_picks_a_value() -> None:
@@ -57,8 +57,11 @@ def test_the_table_shows_spread_competitors_and_a_missed_target() -> None:
     )
     lag = Metric("lag", "x", math.inf, "s", {"p50": 0.4}, {}, "", None)
     rto = Metric("rto", "x", 9.0, "s", {}, {"orchestration share": 7.621, "ratio": 0.8964})
+    metric.path = "snapshots: btrfs in loop files on tmpfs (/dev/shm)"
     lines = report.table([metric, lag, rto])
     assert "2.00 s (1.90-2.40, 3 runs)" in lines[2] and "**no**" in lines[2]
+    assert "| snapshots: btrfs in loop files on tmpfs (/dev/shm) |" in lines[2]
+    assert "| lag | - |" in lines[3]
     assert "orchestration share: 7.62;" in lines[4] and "ratio: 0.896 " in lines[4]
     assert "p99 never" in lines[3]
     assert metric.to_dict()["competitors"] == {"bare rsync": 1.0, "ratio": 2.0}
@@ -67,12 +70,17 @@ def test_the_table_shows_spread_competitors_and_a_missed_target() -> None:
 
 def test_results_are_written_whole(tmp_path: Path) -> None:
     metric = Metric("m", "s", 1.0, "s")
-    doc = report.document([metric], QUICK, {"ours": "defaults"}, {}, {}, 12.0, {"cores": 2})
+    doc = report.document([metric], QUICK, {"configs": {"ours": "defaults"}}, 120.0, {"cores": 2})
     written = report.write(doc, [metric], tmp_path)
     data = json.loads((tmp_path / "latest.json").read_text())
-    assert data["metrics"][0]["name"] == "m" and data["sizes"]["files"] == QUICK.files
+    assert data["metrics"][0]["name"] == "m"
+    assert data["sizes"]["trees"] == [{"files": 4000, "bytes": 64 << 20, "small_max": 16 << 10}]
+    assert data["contenders"] == {"ours": "defaults"} and "in memory" in data["storage"]
     assert {p.name for p in written} == {"latest.json", "latest.md"}
     assert not list(tmp_path.glob("*.tmp"))
+    md = (tmp_path / "latest.md").read_text().splitlines()
+    assert md[0].startswith("Measured on 2 cores") and "the run took 2 min" in md[0]
+    assert md[2].startswith("| Metric | Path |")
 
 
 def test_the_table_is_rendered_again_from_the_json(
@@ -81,7 +89,7 @@ def test_the_table_is_rendered_again_from_the_json(
     from bench.__main__ import main
 
     lag = Metric("lag", "x", math.inf, "s", {"p50": 0.4}, {"lsyncd p99": 1.2}, "t", False)
-    doc = report.document([lag], QUICK, {}, {}, {}, 1.0, {})
+    doc = report.document([lag], QUICK, {}, 1.0, {})
     (tmp_path / "latest.json").write_text(json.dumps(doc))
     assert main(["--table", str(tmp_path / "latest.json")]) == 0
     assert capsys.readouterr().out.splitlines() == report.table([lag])
@@ -89,9 +97,16 @@ def test_the_table_is_rendered_again_from_the_json(
     assert "cannot read results" in capsys.readouterr().err
 
 
-def test_the_plot_is_a_png(tmp_path: Path) -> None:
-    lags = {"ours": [[0, "create", 0.1, 0.5], [1, "modify", 0.2, None]]}
-    path = report.plot(lags, tmp_path / "lag.png")
+def test_the_plots_are_pngs(tmp_path: Path) -> None:
+    records = [[0, "create", 0.1, 0.5], [1, "modify", 0.2, None]]
+    lags = {"btrfs 100,000": {"ours": records}, "tmpfs 100,000": {"ours": records}, "x": {}}
+    path = plots.lag(lags, tmp_path / "lag.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = [
+        {"fs": "btrfs", "path": "snapshots", "files": n, "full": t, "change": 0.1, "bare": t}
+        for n, t in ((100_000, 2.0), (1_000_000, 20.0))
+    ]
+    path = plots.passes(points, tmp_path / "passes.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -105,20 +120,6 @@ def test_bad_arguments_are_one_line_errors(capsys: pytest.CaptureFixture[str]) -
     assert "--rate must be above zero" in capsys.readouterr().err
 
 
-def test_sizes_default_to_the_issue_and_quick_is_small() -> None:
-    default = sizes_of(parse([]))
-    assert (default.files, default.bytes, default.rate, default.seconds) == (
-        100_000,
-        5 << 30,
-        50.0,
-        120.0,
-    )
-    assert default.memory_files == (100_000, 1_000_000)
-    quick = sizes_of(parse(["--quick", "--files", "500", "--memory-files", "500,900"]))
-    assert quick.files == 500 and quick.memory_files == (500, 900) and quick.rate == QUICK.rate
-    assert isinstance(Sizes().to_dict()["memory_files"], list)
-
-
 def test_lsyncd_runs_its_rsyncssh_mode_on_our_transport() -> None:
     config = lsyncd_config(1)
     assert "default.rsyncssh" in config and "delay = 1," in config
@@ -130,10 +131,31 @@ def test_the_master_log_gives_each_pass_and_its_outcome() -> None:
     log = (
         "2026-11-25T04:00:00Z gitlab-sync: pass 20261125T040000-ab (change) ok in 2.50 s: 9 files\n"
         "2026-11-25T04:00:03Z gitlab-sync: pass 20261125T040003-cd (timer) failed in 0.10 s: x\n"
+        "2026-11-25T04:00:04Z gitlab-sync: pass 20261125T040004-ef (change) ok in 0.04 s, change, "
+        "100 paths listed: 100 files, 100 sent, 4096 bytes, PostgreSQL snapshot\n"
+        "2026-11-25T04:00:05Z gitlab-sync: pass 20261125T040005-01 (timer) ok in 3.10 s, full "
+        "(the timer): 9 files, 0 sent, 0 bytes [freeze 0.01, rsync 3.00 s]\n"
+        "2026-11-25T04:00:06Z gitlab-sync: pass 20261125T040006-02: no list; sending it all\n"
     )
     assert logged_passes(log) == [
-        ("20261125T040000-ab", "ok", 2.5),
-        ("20261125T040003-cd", "failed", 0.1),
+        Pass("20261125T040000-ab", "change", "ok", 2.5, "", "9 files"),
+        Pass("20261125T040003-cd", "timer", "failed", 0.1, "", "x"),
+        Pass(
+            "20261125T040004-ef",
+            "change",
+            "ok",
+            0.04,
+            "change",
+            "100 paths listed: 100 files, 100 sent, 4096 bytes, PostgreSQL snapshot",
+        ),
+        Pass(
+            "20261125T040005-01",
+            "timer",
+            "ok",
+            3.1,
+            "full",
+            "(the timer): 9 files, 0 sent, 0 bytes [freeze 0.01, rsync 3.00 s]",
+        ),
     ]
 
 
@@ -222,3 +244,35 @@ def test_the_memory_sampler_reports_a_peak(tmp_path: Path) -> None:
     sampler.join(5)
     data = json.loads(out.read_text())
     assert data["peak_kib"] > 0 and data["by_process_kib"]
+
+
+def test_ballast_is_sparse_and_grows_in_place(tmp_path: Path) -> None:
+    made = probe.ballast(tmp_path, (2 << 30) + (1 << 20))
+    assert made["files"] == 3 and made["bytes"] == (2 << 30) + (1 << 20)
+    assert int(str(made["allocated"])) < 16 << 20  # holes: a few blocks, not GiB
+    files = sorted(tmp_path.glob(f"{probe.BALLAST}/*/*/data"))
+    assert sorted(p.stat().st_size for p in files) == [1 << 20, 1 << 30, 1 << 30]
+    first = next(p for p in files if p.stat().st_size == 1 << 30)
+    mtime = first.stat().st_mtime_ns
+    again = probe.ballast(tmp_path, 3 << 30)
+    assert again["files"] == 3 and again["bytes"] == 3 << 30
+    assert first.stat().st_mtime_ns == mtime  # kept: a pass need not send it again
+    assert first.read_bytes()[:8] != b"\0" * 8
+
+
+def test_what_was_measured_is_written_when_a_later_step_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.__main__ import main
+    from bench.run import Bench
+
+    def measure_then_fail(self: Bench) -> list[Metric]:
+        self.results.append(Metric("full pass, nothing changed", "x", 1.5, "s"))
+        raise RuntimeError("drill 1 failed")
+
+    monkeypatch.setattr(Bench, "run", measure_then_fail)
+    with pytest.raises(RuntimeError, match="drill 1 failed"):
+        main(["--quick", "--only", "full,rto", "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "latest.json").read_text())
+    assert doc["complete"] is False
+    assert [m["name"] for m in doc["metrics"]] == ["full pass, nothing changed"]
