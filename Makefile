@@ -63,7 +63,7 @@ bench-image: images
 	@docker build -q --build-arg SYNC_IMAGE=$(SYNC_IMAGE) -t $(BENCH_IMAGE) images/bench-contenders >/dev/null && \
 	echo "images: built $(BENCH_IMAGE)"
 
-bench: setup bench-image ## benchmarks vs lsyncd and bare rsync, btrfs and tmpfs, as root (~70 min at 100k files; BENCH_ARGS="--sizes 100k,1M" ~2.5 h, --quick ~10)
+bench: setup bench-image ## benchmarks vs lsyncd and bare rsync on btrfs and tmpfs, as root (70-100 min; BENCH_ARGS="--sizes 100k,1M" 3-4 h, --quick 5-8 min)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtual environment and caches

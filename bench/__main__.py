@@ -45,12 +45,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
             "passes.png."
         ),
         epilog=(
-            "The default measures 100,000 files (5 GiB) on btrfs and tmpfs, in memory: about "
-            "70 min on 2 cores. --sizes 100k,1M adds 1,000,000 files (2 GiB: the count is what "
-            "a pass walks): about 2 h 30 min in all. --quick is a smoke run of about 10 min."
+            "The default measures 100,000 files (5 GiB) on btrfs and tmpfs, in memory: 70-100 "
+            "min on 2 cores. --sizes 100k,1M adds 1,000,000 files (2 GiB: the count is what a "
+            "pass walks): 3-4 h in all. --quick is a smoke run of 5-8 min. Run as root (the "
+            "bench mounts loop files)."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, one drill, ~10 min")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one drill, 5-8 min")
     parser.add_argument("--only", default=",".join(METRICS), help="comma-separated metrics")
     parser.add_argument(
         "--sizes",
