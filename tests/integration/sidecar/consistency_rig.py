@@ -10,7 +10,7 @@ filesystem, or a copy in a Docker volume) and checked with :mod:`ops.rehearsal.v
 
 from __future__ import annotations
 
-import datetime as dt
+import concurrent.futures
 import io
 import json
 import re
@@ -25,22 +25,22 @@ from typing import Any
 
 import docker
 import docker.errors
-import pytest
 
 from gitlab_sync.config import parse_iso
 from ops.rehearsal import standin as gl
 from ops.rehearsal import verify
 from tests.integration.sidecar.consistency_writer import (
-    STANDIN_IMAGE,
     GitLab,
     Writer,
+    require_images,
     standin,
     start_gitlab,
 )
 from tests.integration.sidecar.snapshot_check import Checker
-from tests.integration.sidecar.sync_pair import SYNC_IMAGE, Pair, sync_pair, wait_for
+from tests.integration.sidecar.sync_pair import Pair, sync_pair, wait_for
 
 ALONE = "dr_alone"  # rows inserted by a test alone, with the writer stopped
+PAUSE = 0.3  # between two uploads: 2 or 3 a second and a push, not half of a core
 PG_DATA = "data/postgresql/data"
 WINDOW = {
     "btrfs": {"freeze", "changes", "files", "thaw"},
@@ -55,11 +55,22 @@ class Rig:
     gitlab: GitLab
     writer: Writer
     checker: Checker
-    started: float  # when the master's writer last started (after a kill: again)
+    stack: ExitStack  # the pair and all in it
+    started: float = 0.0  # when the master's writer last started (after a kill: again)
 
     @property
     def fs(self) -> str:
         return self.pair.fs
+
+    def start(self) -> None:
+        """The writer, then the sender."""
+        self.writer.start()
+        self.started = time.time()
+        self.pair.master.sync("start")
+
+    def close(self) -> None:
+        """Remove the pair and everything in it (a second call does nothing)."""
+        self.stack.close()
 
     def passes(self) -> dict[str, Any]:
         """The master sidecar's ``passes.json``, with ``docker cp``: no process started in it
@@ -146,15 +157,11 @@ class Rig:
             )
 
     def snapshot_began(self, name: str) -> float:
-        """A moment (``time.time()``) everything acknowledged before which snapshot ``name``
-        holds. On the fallback, the snapshot's ``started_at``: when the slave began receiving,
-        after the master's ``pg_backup_start``. Not on btrfs: there the snapshot holds the
-        instant its pass froze the tree, before the first rsync reached the slave, so when the
-        master began the pass, to the second (its id's time)."""
+        """Snapshot ``name``'s ``started_at`` (``time.time()``): every write acknowledged before
+        it must be in the snapshot, as promotion's freshness says. On btrfs the instant the
+        master froze its tree (its ``instant=`` on commit), on the fallback when the slave
+        began receiving, after the master's ``pg_backup_start``."""
         meta = json.loads(self.pair.slave.run(["cat", f"/sync/snapshots/{name}.json"]))
-        if self.fs == "btrfs":
-            began = dt.datetime.strptime(meta["id"][:15], "%Y%m%dT%H%M%S")
-            return began.replace(tzinfo=dt.UTC).timestamp()
         return parse_iso(meta["started_at"]).timestamp()
 
     def assert_as_copied(self, name: str) -> None:
@@ -210,23 +217,36 @@ class Rig:
         }
 
 
-@contextmanager
-def rig(fs: str) -> Iterator[Rig]:
-    """A pair on ``fs`` with the GitLab on its master writing and the sender started."""
-    client = docker.from_env()
-    for image in (STANDIN_IMAGE, SYNC_IMAGE):
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {image} is missing: run `make images`")
-    with sync_pair(fs=fs, start=False) as pair:
+def _build(fs: str) -> Rig:
+    """A pair on ``fs`` with a ready GitLab on its master, the writer and sender not started;
+    whatever was made is removed if a step fails."""
+    stack = ExitStack()
+    try:
+        pair = stack.enter_context(sync_pair(fs=fs, start=False))
         gitlab = start_gitlab(pair)
         gl.psql(gitlab.container, f"CREATE TABLE {ALONE} (n bigint PRIMARY KEY)")
-        checker = Checker(pair)
-        writer = Writer(gitlab)
-        writer.start()
-        pair.master.sync("start")
-        yield Rig(pair, gitlab, writer, checker, time.time())
+        return Rig(pair, gitlab, Writer(gitlab, pause=PAUSE), Checker(pair), stack)
+    except BaseException:
+        stack.close()
+        raise
+
+
+@contextmanager
+def rigs(filesystems: tuple[str, ...]) -> Iterator[dict[str, Rig]]:
+    """A rig per filesystem, built at the same time (each mostly waits for its GitLab's
+    first start); each writes and syncs once :meth:`Rig.start` is called, and goes with
+    :meth:`Rig.close` or at the end."""
+    require_images()
+    with ExitStack() as stack:
+        with concurrent.futures.ThreadPoolExecutor(len(filesystems)) as pool:
+            futures = {fs: pool.submit(_build, fs) for fs in filesystems}
+        built = {fs: f.result() for fs, f in futures.items() if not f.exception()}
+        for made in built.values():
+            stack.callback(made.close)
+        for future in futures.values():
+            if future.exception():
+                future.result()  # raises it, once the others are set to go
+        yield built
 
 
 _PASS = re.compile(r"pass \S+ \((\w+)\) ok in ([\d.]+) s(?:, (change|full))?")

@@ -20,7 +20,6 @@ again after that goes on (new names, the killed git's locks removed).
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import time
 import uuid
@@ -29,14 +28,14 @@ from pathlib import Path
 
 import docker
 import docker.errors
-from docker.models.containers import Container
+import pytest
 from testcontainers.core.container import DockerContainer
 
 from ops.rehearsal import standin as gl
 from ops.rehearsal import verify
-from tests.integration.sidecar.sync_pair import Pair, wait_for
+from tests.integration.rehearsal.standin_container import STANDIN_IMAGE, StandIn
+from tests.integration.sidecar.sync_pair import SYNC_IMAGE, Pair, wait_for
 
-STANDIN_IMAGE = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
 HOME_PARTS = {"config": "/etc/gitlab", "data": "/var/opt/gitlab", "logs": "/var/log/gitlab"}
 # A replication slot keeps a backup pass's WAL (the fallback's passes take one); a little WAL
 # kept beyond it, not the 256 MB the kill tests keep, so snapshots stay small.
@@ -60,21 +59,18 @@ def home_folder(pair: Pair) -> str:
     return str(volume["Mountpoint"])
 
 
-@dataclass
-class GitLab:
+def require_images() -> None:
+    """Fail at once, in one line, when an image the consistency rigs run is not built."""
+    client = docker.from_env()
+    for image in (STANDIN_IMAGE, SYNC_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"image {image} is missing: run `make images`")
+
+
+class GitLab(StandIn):
     """A stand-in GitLab in a container: the master's, or one started on a copy."""
-
-    tc: DockerContainer
-
-    @property
-    def container(self) -> Container:
-        container: Container = self.tc.get_wrapped_container()
-        container.reload()
-        return container
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.tc.get_container_host_ip()}:{self.tc.get_exposed_port(80)}"
 
     def read(self, path: str) -> str:
         """A file in the container ("" when it is not there)."""
@@ -129,12 +125,15 @@ class Written:
 @dataclass
 class Writer:
     gitlab: GitLab
+    pause: float = 0.0  # seconds between two uploads (0: as fast as they go)
     started: float = 0.0
 
     def start(self) -> None:
         """Start both loops (again, after :meth:`stop` or a kill: they go on from there)."""
-        self.gitlab.container.exec_run(["rm", "-f", f"{RUN}/stop", f"{RUN}/exited"])
-        self.gitlab.container.exec_run(["bash", "-c", SCRIPT.read_text()], detach=True)
+        container = self.gitlab.container
+        container.exec_run(["rm", "-f", f"{RUN}/stop", f"{RUN}/exited"])
+        script = ["bash", "-c", SCRIPT.read_text()]
+        container.exec_run(script, detach=True, environment={"PAUSE": str(self.pause)})
         self.started = time.monotonic()
 
     def acks(self) -> list[str]:

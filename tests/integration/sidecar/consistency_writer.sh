@@ -6,6 +6,7 @@
 #   pushes:  a git push over HTTP (objects, then the ref), then a row in dr_commits naming the
 #            pushed commit; every seventh push makes a new repository (a pass may see it
 #            appear mid-way).
+# PAUSE (seconds, default none) paces the uploads: a lighter load on a busy machine.
 # Each acknowledged row is one line in $RUN/acks, ending with when it was acknowledged
 # (seconds since the epoch, after the row's commit returned):
 #   upload <path> <sha256> <row id> <time>
@@ -13,11 +14,15 @@
 # Each loop writes "<name> <exit code>" to $RUN/exited when it ends, which it does when
 # $RUN/stop exists (or on its first error, with the error in $RUN/log). Started again after its
 # container was killed, it goes on: new names (a file of the killed run is never rewritten, a
-# row never names a file that changed), and the lock files the killed git left removed.
+# row never names a file that changed), and the lock files git left when it was killed (in
+# the writer's work trees, and a ref's or HEAD's in GitLab's repositories: GitLab's
+# housekeeping removes such stale locks) removed before anything pushes again.
 set -euo pipefail
 RUN=/tmp/dr-writer
 UPLOADS=/var/opt/gitlab/gitlab-rails/uploads
+REPOSITORIES=/var/opt/gitlab/git-data/repositories
 PROJECTS=(dr/alpha dr/beta dr/group/gamma)
+PAUSE=${PAUSE:-0}
 START=${EPOCHREALTIME/./} # this run's names
 
 sql() { # one statement; what it returns
@@ -37,6 +42,7 @@ uploads() {
     sum=${sum%% *}
     id=$(sql "INSERT INTO dr_uploads (path, sha256) VALUES ('$name', '$sum') RETURNING id")
     echo "upload $name $sum $id $EPOCHREALTIME" >>"$RUN/acks"
+    if [ "$PAUSE" != 0 ]; then sleep "$PAUSE"; fi
   done
 }
 
@@ -71,9 +77,9 @@ run() { # a loop, its errors into the log, its end into exited
 }
 
 mkdir -p "$RUN"
-if [ -d "$RUN/work" ]; then
-  find "$RUN/work" -path '*/.git/*' -name '*.lock' -delete
-fi
+for tree in "$RUN/work" "$REPOSITORIES"; do
+  if [ -d "$tree" ]; then find "$tree" -name '*.lock' -type f -delete; fi
+done
 run uploads &
 run pushes &
 wait

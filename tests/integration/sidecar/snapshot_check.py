@@ -25,7 +25,7 @@ import docker
 from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 
-from tests.integration.sidecar.consistency_writer import STANDIN_IMAGE
+from tests.integration.rehearsal.standin_container import STANDIN_IMAGE
 from tests.integration.sidecar.sync_pair import SYNC_IMAGE, CommandFailed, Pair, new_volume
 
 SCRIPT = Path(__file__).with_name("snapshot_check.sh")
@@ -49,6 +49,7 @@ class Inspection:
     rows: tuple[Row, ...]
     uploads: int
     commits: int
+    asked: tuple[tuple[str, ...], ...] = ()  # what the query given to :meth:`inspect` returned
 
     @property
     def dangling(self) -> tuple[Row, ...]:
@@ -62,9 +63,12 @@ def parse(output: str) -> Inspection:
     """``snapshot_check.sh``'s lines; every row the tables hold must have its line."""
     rows: list[Row] = []
     counts: list[int] = []
+    asked: list[tuple[str, ...]] = []
     for line in output.splitlines():
         fields = line.split("\t")
-        if fields[0] == "rows":
+        if fields[0] == "asked":
+            asked.append(tuple(fields[1:]))
+        elif fields[0] == "rows":
             counts = [int(fields[1]), int(fields[2])]
         elif fields[0] == "upload":
             rows.append(Row("upload", fields[1], _UPLOAD_VERDICTS[fields[2]]))
@@ -75,7 +79,7 @@ def parse(output: str) -> Inspection:
     uploads = sum(row.kind == "upload" for row in rows)
     commits = len(rows) - uploads
     assert counts == [uploads, commits], f"rows {counts}, checked {uploads} and {commits}"
-    return Inspection(tuple(rows), uploads, commits)
+    return Inspection(tuple(rows), uploads, commits, tuple(asked))
 
 
 @dataclass(frozen=True)
@@ -175,15 +179,15 @@ class Checker:
         """Where the copy ``/check/<name>`` is on the Docker host."""
         return f"{self.folder}/{Path(copy).relative_to('/check')}"
 
-    def inspect(self, copy: str) -> Inspection:
-        """Start PostgreSQL on the copy and check every row against it."""
-        argv = ["bash", "-c", SCRIPT.read_text(), "snapshot_check", copy]
+    def inspect(self, copy: str, query: str = "") -> Inspection:
+        """Start PostgreSQL on the copy and check every row against it; and run ``query``."""
+        argv = ["bash", "-c", SCRIPT.read_text(), "snapshot_check", copy, query]
         return parse(_exec(self.inspector, argv, [SCRIPT.name, copy]))
 
-    def check(self, name: str) -> Verdict:
+    def check(self, name: str, query: str = "") -> Verdict:
         copy, prepared = self.copy(name, name)
         begun = time.monotonic()
-        inspection = self.inspect(copy)
+        inspection = self.inspect(copy, query)
         return Verdict(name, prepared, inspection, time.monotonic() - begun)
 
     def in_copy(self, argv: list[str]) -> str:

@@ -11,9 +11,11 @@
 # then one line per row:
 #   upload <path> <OK|FAILED|FAILED open or read>      (sha256sum -c's verdict on the file)
 #   commit <project> <sha> <ok|missing|incomplete>     (the commit, then its whole tree)
+# With a second argument, a query, then one line per row it returns: "asked <its columns>".
 # Exits 3 (PostgreSQL's log on stderr) when the server does not start.
 set -euo pipefail
 root=$1
+asked=${2:-}
 data=$root/data/postgresql/data
 socket=$(mktemp -d)
 chown gitlab-psql:gitlab-psql "$socket"
@@ -78,3 +80,7 @@ query "SELECT DISTINCT project FROM dr_commits ORDER BY 1" >"$socket/projects"
 while read -r project; do
   query "SELECT sha FROM dr_commits WHERE project = '$project'" | check_commits "$project"
 done <"$socket/projects"
+
+if [ -n "$asked" ]; then
+  query "$asked" | sed 's/^/asked\t/'
+fi

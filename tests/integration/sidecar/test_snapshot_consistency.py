@@ -17,19 +17,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import docker
-import docker.errors
 import pytest
 
 from gitlab_sync.snapshots import name_time
 from tests.integration.sidecar.consistency_writer import (
-    STANDIN_IMAGE,
     Writer,
     Written,
+    require_images,
     start_gitlab,
 )
 from tests.integration.sidecar.snapshot_check import REPOSITORIES, UPLOADS, Checker, Verdict
-from tests.integration.sidecar.sync_pair import FILESYSTEMS, SYNC_IMAGE, Pair, sync_pair, wait_for
+from tests.integration.sidecar.sync_pair import FILESYSTEMS, Pair, sync_pair, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,12 +61,7 @@ def _passes(logs: str) -> str:
 
 @pytest.fixture(scope="module", params=FILESYSTEMS)
 def loaded(request: pytest.FixtureRequest) -> Iterator[Loaded]:
-    client = docker.from_env()
-    for image in (STANDIN_IMAGE, SYNC_IMAGE):
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {image} is missing: run `make images`")
+    require_images()
     slave_env = {"SNAPSHOT_KEEP": str(KEEP)}
     begun = time.monotonic()
     with sync_pair(fs=request.param, slave_env=slave_env, start=False) as pair:
