@@ -20,66 +20,52 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitlab_sync.layout import SUBVOLUME_ROOT_INODE
 from ops.errors import SandboxError
-from ops.rehearsal.loopfs import LoopBtrfs
+from ops.rehearsal.loopfs import LoopBtrfs, run_tool
 
 ROOTS = {"tmpfs": Path("/dev/shm"), "disk": Path("/var/tmp")}
 HOME, SYNC = "gitlab", "gitlab-sync"
-SUBVOLUME_ROOT_INODE = 256
-
-
-def _run(*argv: str) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        why = (done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}").splitlines()
-        raise SandboxError(f"{' '.join(argv[:3])} failed: {why[-1]}")
-    return done.stdout
 
 
 @dataclass(frozen=True)
-class LoopExt4(LoopBtrfs):
+class _Plain(LoopBtrfs):
+    """A filesystem without subvolumes: GITLAB_HOME and SYNC_HOME are plain folders."""
+
+    def unavailable(self) -> str:
+        return ""
+
+    def subvolume(self, name: str) -> Path:
+        path = self.mountpoint / name
+        path.mkdir()
+        return path
+
+
+@dataclass(frozen=True)
+class LoopExt4(_Plain):
     """ext4 in ``folder/btrfs.img`` (the name :class:`LoopBtrfs` removes), mounted ``noatime``;
     the "subvolumes" are plain folders. One inode per 4 KiB: every hard-linked snapshot makes
     all of a tree's directories anew."""
 
-    def make(self, size: str = "4G", subvolumes: tuple[str, ...] = ()) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            _run("truncate", "-s", size, str(self.image))
-            _run("mkfs.ext4", "-q", "-F", "-i", "4096", "-m", "0", str(self.image))
-            self.mountpoint.mkdir(exist_ok=True)
-            _run("mount", "-o", "loop,noatime", str(self.image), str(self.mountpoint))
-            for name in subvolumes:
-                (self.mountpoint / name).mkdir()
-        except BaseException:
-            self.remove()
-            raise
-        return self.mountpoint
+    def format_and_mount(self, size: str) -> None:
+        run_tool("truncate", "-s", size, str(self.image))
+        run_tool("mkfs.ext4", "-q", "-F", "-i", "4096", "-m", "0", str(self.image))
+        run_tool("mount", "-o", "loop,noatime", str(self.image), str(self.mountpoint))
 
 
 @dataclass(frozen=True)
-class Tmpfs(LoopBtrfs):
+class Tmpfs(_Plain):
     """A tmpfs of its own at ``folder/mnt`` (no image: :meth:`LoopBtrfs.remove` unmounts it)."""
 
-    def make(self, size: str = "4G", subvolumes: tuple[str, ...] = ()) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self.mountpoint.mkdir(exist_ok=True)
-            options = f"size={size},nr_inodes=0,mode=0755"
-            _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.mountpoint))
-            for name in subvolumes:
-                (self.mountpoint / name).mkdir()
-        except BaseException:
-            self.remove()
-            raise
-        return self.mountpoint
+    def format_and_mount(self, size: str) -> None:
+        options = f"size={size},nr_inodes=0,mode=0755"
+        run_tool("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(self.mountpoint))
 
 
 KINDS: dict[str, type[LoopBtrfs]] = {"btrfs": LoopBtrfs, "ext4": LoopExt4, "tmpfs": Tmpfs}
@@ -105,10 +91,10 @@ class Host:
         ``settle`` waits for that first, which never ends while a container still has a
         deleted subvolume mounted (the slave's /source, once a restore replaced it)."""
         if self.fs == "btrfs":
-            _run("btrfs", "filesystem", "sync", str(self.root))
+            run_tool("btrfs", "filesystem", "sync", str(self.root))
             if settle:
-                _run("btrfs", "subvolume", "sync", str(self.root))
-            for line in _run("btrfs", "filesystem", "usage", "-b", str(self.root)).splitlines():
+                run_tool("btrfs", "subvolume", "sync", str(self.root))
+            for line in run_tool("btrfs", "filesystem", "usage", "-b", str(self.root)).splitlines():
                 if line.strip().startswith("Used:"):
                     return int(line.split()[1])
             raise SandboxError(f"btrfs filesystem usage of {self.root} says nothing of Used")
@@ -121,8 +107,8 @@ class Host:
         ``folder`` itself unless ``keep_top``."""
         if self.fs == "btrfs":
             for sub in self._subvolumes_under(folder):
-                _run("btrfs", "property", "set", "-ts", str(sub), "ro", "false")
-                _run("btrfs", "subvolume", "delete", str(sub))
+                run_tool("btrfs", "property", "set", "-ts", str(sub), "ro", "false")
+                run_tool("btrfs", "subvolume", "delete", str(sub))
         if not folder.exists():
             return
         if keep_top:
@@ -132,8 +118,8 @@ class Host:
                 else:
                     entry.unlink()
         elif self.fs == "btrfs" and os.lstat(folder).st_ino == SUBVOLUME_ROOT_INODE:
-            _run("btrfs", "property", "set", "-ts", str(folder), "ro", "false")
-            _run("btrfs", "subvolume", "delete", str(folder))
+            run_tool("btrfs", "property", "set", "-ts", str(folder), "ro", "false")
+            run_tool("btrfs", "subvolume", "delete", str(folder))
         else:
             shutil.rmtree(folder)
 
@@ -141,7 +127,7 @@ class Host:
         """The subvolumes strictly inside ``folder``, deepest first."""
         inside = str(folder.relative_to(self.root)).strip("/")
         found = []
-        for line in _run("btrfs", "subvolume", "list", str(self.root)).splitlines():
+        for line in run_tool("btrfs", "subvolume", "list", str(self.root)).splitlines():
             path = line.split(" path ", 1)[1].strip()
             if path.startswith(inside + "/"):
                 found.append(self.root / path)
@@ -154,7 +140,7 @@ class Host:
             if entry.name == HOME or entry.name.startswith(f"{HOME}."):
                 self.empty(entry, keep_top=False)
         if self.fs == "btrfs":
-            _run("btrfs", "subvolume", "create", str(self.home))
+            run_tool("btrfs", "subvolume", "create", str(self.home))
         else:
             self.home.mkdir()
 

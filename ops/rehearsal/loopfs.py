@@ -24,7 +24,8 @@ MOUNT_OPTIONS = "loop,user_subvol_rm_allowed,noatime"
 IMAGE_NAME = "btrfs.img"
 
 
-def _run(*argv: str) -> str:
+def run_tool(*argv: str) -> str:
+    """Run a system tool; its output, or a SandboxError with its last line of complaint."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
     except FileNotFoundError:
@@ -73,25 +74,33 @@ class LoopBtrfs:
     def make(self, size: str = "4G", subvolumes: tuple[str, ...] = ()) -> Path:
         """Make, mount and fill with ``subvolumes``; returns the mount point. On any failure
         what was made is removed again before the error goes up."""
-        why = available()
+        why = self.unavailable()
         if why:
             raise SandboxError(f"cannot make a btrfs filesystem: {why}")
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
-            _run("truncate", "-s", size, str(self.image))
-            _run("mkfs.btrfs", "-q", "-f", str(self.image))
             self.mountpoint.mkdir(exist_ok=True)
-            _run("mount", "-o", MOUNT_OPTIONS, str(self.image), str(self.mountpoint))
+            self.format_and_mount(size)
             for name in subvolumes:
-                _run("btrfs", "subvolume", "create", str(self.mountpoint / name))
+                self.subvolume(name)
         except BaseException:
             self.remove()
             raise
         return self.mountpoint
 
+    def unavailable(self) -> str:
+        """Why this kind of filesystem cannot be made here ("" when it can)."""
+        return available()
+
+    def format_and_mount(self, size: str) -> None:
+        run_tool("truncate", "-s", size, str(self.image))
+        run_tool("mkfs.btrfs", "-q", "-f", str(self.image))
+        run_tool("mount", "-o", MOUNT_OPTIONS, str(self.image), str(self.mountpoint))
+
     def subvolume(self, name: str) -> Path:
+        """A subvolume at the top of the filesystem (a plain folder where there are none)."""
         path = self.mountpoint / name
-        _run("btrfs", "subvolume", "create", str(path))
+        run_tool("btrfs", "subvolume", "create", str(path))
         return path
 
     def loop_devices(self) -> list[str]:

@@ -23,8 +23,7 @@ import subprocess
 from pathlib import Path
 
 from gitlab_sync.config import SyncError
-
-SUBVOLUME_ROOT_INODE = 256  # the inode number of every btrfs subvolume's top directory
+from gitlab_sync.layout import SUBVOLUME_ROOT_INODE, fstype
 
 
 def _btrfs(*args: str) -> str:
@@ -53,8 +52,6 @@ def is_subvolume(path: Path) -> bool:
         st = os.lstat(path)
     except FileNotFoundError:
         return False
-    from gitlab_sync.layout import fstype  # layout imports nothing of ours but config
-
     return st.st_ino == SUBVOLUME_ROOT_INODE and fstype(path) == "btrfs"
 
 

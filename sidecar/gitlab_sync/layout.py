@@ -25,6 +25,7 @@ from typing import Any, Literal
 Method = Literal["snapshots", "fallback"]
 MOUNT_OPTION = "user_subvol_rm_allowed"
 MOUNTINFO = Path("/proc/self/mountinfo")
+SUBVOLUME_ROOT_INODE = 256  # the inode number of every btrfs subvolume's top directory
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,6 @@ class Layout:
 
 
 def _area(path: Path, mounts: list[Mount] | None) -> Area | None:
-    from gitlab_sync.btrfs import SUBVOLUME_ROOT_INODE
-
     mount = mount_of(path, mounts)
     if mount is None or not path.exists():
         return None

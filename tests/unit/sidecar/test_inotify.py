@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import gitlab_sync
 from gitlab_sync import inotify as ino
-
-SIDECAR = str(Path(gitlab_sync.__file__).parent.parent)
+from tests.unit.sidecar.userns import run_in_user_namespace
 
 
 def _read_all(fd: ino.Inotify) -> list[ino.Event]:
@@ -79,7 +74,6 @@ def test_a_queue_nobody_reads_overflows_and_says_so(tmp_path: Path) -> None:
     assert events[-1].mask & ino.IN_Q_OVERFLOW and events[-1].wd == -1
 
 
-@pytest.mark.skipif(not shutil.which("unshare"), reason="unshare(1) is not installed")
 def test_watches_exhausted_are_enospc(tmp_path: Path) -> None:
     """In a user namespace of its own, a process may lower its own watch limit (the machine's
     sysctl stays as it is)."""
@@ -96,13 +90,5 @@ def test_watches_exhausted_are_enospc(tmp_path: Path) -> None:
         "    except OSError as exc:\n"
         "        print(exc.errno)\n"
     )
-    done = subprocess.run(
-        ["unshare", "-Ur", sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SIDECAR},
-        check=False,
-    )
-    if done.returncode != 0 and "unshare" in done.stderr:
-        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    done = run_in_user_namespace(script, str(tmp_path))
     assert done.stdout.split() == [str(errno.ENOSPC)], done.stderr

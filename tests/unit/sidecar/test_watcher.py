@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import gitlab_sync
 from gitlab_sync.watcher import EXHAUSTED, POSTGRESQL_OWN, Changes, Watcher
-
-SIDECAR = str(Path(gitlab_sync.__file__).parent.parent)
+from tests.unit.sidecar.userns import run_in_user_namespace
 
 
 @pytest.fixture
@@ -210,17 +206,8 @@ print(notes[-1])
 """
 
 
-@pytest.mark.skipif(not shutil.which("unshare"), reason="unshare(1) is not installed")
 def test_exhausted_watches_fall_back_to_timed_passes_and_say_so(tree: Path) -> None:
     """In a user namespace of its own the watcher may lower its own watch limit (3: the
     markers' folder and two of the tree's six directories)."""
-    done = subprocess.run(
-        ["unshare", "-Ur", sys.executable, "-c", EXHAUST, str(tree), str(tree.parent / "m")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SIDECAR},
-        check=False,
-    )
-    if done.returncode != 0 and "unshare" in done.stderr:
-        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    done = run_in_user_namespace(EXHAUST, str(tree), str(tree.parent / "m"))
     assert done.stdout.splitlines() == ["timer", EXHAUSTED, "None", EXHAUSTED], done.stderr
