@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-host-deps: ## install the host tools (mmdebstrap, ssh, sshd, shellcheck, packer, rsync, btrfs-progs) if missing
+host-deps: ## install the host tools (mmdebstrap, ssh, sshd, shellcheck, packer, rsync, btrfs-progs, skopeo) if missing
 	@scripts/host-deps.sh
 
 setup: host-deps $(STAMPS)/venv ## a virtual environment with the project and its dev tools

@@ -166,6 +166,9 @@ def status(c: Any, json: bool = False) -> None:
         "accept-data-loss": "go on with a stale snapshot or one without gitlab-secrets.json",
         "allow-image-mismatch": "go on when the GitLab images differ",
         "skip-health-check": "go on when the slave's sidecar is not healthy",
+        "snapshot": "start from this snapshot (a name from inv snapshots) rather than the newest",
+        "before": "start from the newest snapshot taken at or before TIME: ISO 8601 with a zone "
+        "(2026-11-25T11:30:00Z) or an age (30m ago, 2h ago, 1d ago)",
         "json": "print the report as JSON",
     }
 )
@@ -178,6 +181,8 @@ def promote_slave(
     accept_data_loss: bool = False,
     allow_image_mismatch: bool = False,
     skip_health_check: bool = False,
+    snapshot: str = "",
+    before: str = "",
     json: bool = False,
 ) -> None:
     """Promote the slave to master: the disaster-recovery procedure, every step recorded.
@@ -186,12 +191,18 @@ def promote_slave(
     from its newest complete snapshot, open the slave, move the Elastic IP, bump the epoch,
     report RTO and RPO. Killed at any step, run it again: it resumes. Run after success, it
     changes nothing. Refusals exit 3 and name the flag that goes on anyway.
+
+    --snapshot or --before starts from an older snapshot, when the master's data was damaged
+    rather than lost: the plan and the report say what the writes after it were. A resumed
+    promotion keeps the snapshot it began with.
     """
     import sys
 
     from ops.dr import promote as promote_mod
 
-    flags = promote_mod.Flags(planned, accept_data_loss, allow_image_mismatch, skip_health_check)
+    flags = promote_mod.Flags(
+        planned, accept_data_loss, allow_image_mismatch, skip_health_check, snapshot, before
+    )
     confirm = promote_mod.confirm_on_terminal(yes, out=sys.stderr if json else sys.stdout)
     report, plan = promote_mod.promote(
         load_settings(), flags, progress("promote", json), confirm, dry_run=dry_run
@@ -200,6 +211,49 @@ def promote_slave(
         print("\n".join([*plan, "dry run: nothing was changed"]))
     else:
         print(json_mod.dumps(report.to_dict(), indent=2) if json else "\n".join(report.lines()))
+
+
+@task(help={"json": "print the list as JSON (the sidecar's gitlab-sync snapshots --json)"})
+@edge
+def snapshots(c: Any, json: bool = False) -> None:
+    """The slave's point-in-time snapshots, newest first, and which were verified.
+
+    For each: name, instant, age, size, how it was made (one instant, or the fallback's live
+    files) and whether it was verified. Promote from one of them with inv promote-slave
+    --snapshot NAME (or --before TIME).
+    """
+    from ops.dr import snapshots as snapshots_mod
+
+    listing = snapshots_mod.collect(load_settings())
+    shown = snapshots_mod.render(listing)
+    print(json_mod.dumps(listing.to_json(), indent=2) if json else "\n".join(shown))
+
+
+@task(
+    help={
+        "snapshot": "the snapshot to verify (default: current); inv snapshots lists them",
+        "json": "print the result as JSON (progress goes to stderr)",
+        "timeout": "seconds to wait for the throwaway GitLab to be ready (default READY_TIMEOUT)",
+    }
+)
+@edge
+def verify_slave(c: Any, snapshot: str = "", json: bool = False, timeout: float = -1.0) -> None:
+    """Prove a snapshot on the slave: a throwaway GitLab on a writable copy of it, no network.
+
+    Runs the drill's checks (readiness, PostgreSQL out of recovery, every repository fsck-clean
+    with its refs resolving, uploads and registry links), records the result in the snapshot's
+    metadata (inv snapshots, inv status show it), and throws the copy away. Exit 1 when the
+    snapshot fails a check.
+    """
+    from ops.dr import verify_slave as verify_mod
+
+    outcome = verify_mod.verify(
+        load_settings(), snapshot, None if timeout < 0 else timeout, progress("verify", json)
+    )
+    print(json_mod.dumps(outcome.to_json(), indent=2) if json else "\n".join(outcome.render()))
+    if not outcome.ok:
+        failures = "; ".join(outcome.verification.failures())
+        raise Exit(f"verify-slave: snapshot {outcome.snapshot} failed: {failures}", 1)
 
 
 @task(
@@ -327,6 +381,16 @@ def iam_policy(c: Any, json: bool = False) -> None:
 
 
 ns = Collection(
-    settings, launch, build_ami, pair, status, promote_slave, rebuild_slave, drill, iam_policy
+    settings,
+    launch,
+    build_ami,
+    pair,
+    status,
+    snapshots,
+    verify_slave,
+    promote_slave,
+    rebuild_slave,
+    drill,
+    iam_policy,
 )
 ns.add_collection(Collection("sandbox", up=sandbox_up, down=sandbox_down))

@@ -16,7 +16,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from gitlab_sync.config import parse_duration
+from gitlab_sync.config import RETIRED, RETIRED_WHY, parse_duration
 from ops import parsing
 from ops.errors import SettingError
 
@@ -29,12 +29,20 @@ def setting(parse: Callable[[str], Any], default: str, help: str, *, compose: bo
 
 
 SANDBOX_FILESYSTEMS = ("btrfs", "plain")
+SANDBOX_DNS_CHOICES = ("off", "name")
 
 
 def _sandbox_filesystem(text: str) -> str:
     value = text.strip().lower()
     if value not in SANDBOX_FILESYSTEMS:
         raise ValueError(" or ".join(SANDBOX_FILESYSTEMS))
+    return value
+
+
+def _sandbox_dns(text: str) -> str:
+    value = text.strip().lower()
+    if value not in SANDBOX_DNS_CHOICES:
+        raise ValueError(" or ".join(SANDBOX_DNS_CHOICES))
     return value
 
 
@@ -123,22 +131,48 @@ class Settings:
     sync_bwlimit: int = setting(
         parsing.non_negative_int, "0", "rsync bandwidth limit in KiB/s (0: none).", compose=True
     )
-    snapshot_keep: int = setting(
-        parsing.positive_int,
-        "24",
-        "How many complete snapshots the slave keeps at most.",
+    snapshot_keep_all: float = setting(
+        parse_duration,
+        "15m",
+        "Retention: the slave keeps every snapshot younger than this.",
         compose=True,
     )
-    snapshot_max_age: float = setting(
+    snapshot_keep_minutely: float = setting(
         parse_duration,
-        "7d",
-        "Snapshots older than this are pruned (the newest never is).",
+        "2h",
+        "Retention: and the newest of each minute younger than this (0: none).",
+        compose=True,
+    )
+    snapshot_keep_hourly: float = setting(
+        parse_duration,
+        "2d",
+        "Retention: and the newest of each hour younger than this (0: none).",
+        compose=True,
+    )
+    snapshot_keep_daily: float = setting(
+        parse_duration,
+        "8d",
+        "Retention: and the newest of each UTC day younger than this (0: none); none older, "
+        "but the newest and the newest verified.",
+        compose=True,
+    )
+    snapshot_keep_max: int = setting(
+        parsing.non_negative_int,
+        "0",
+        "At most this many snapshots whatever the tiers keep, the oldest pruned first (0: no "
+        "limit).",
         compose=True,
     )
     stale_after: float = setting(
         parse_duration,
         "15m",
         "A newest complete snapshot older than this is a failed check and blocks promotion.",
+    )
+    verified_max_age: float = setting(
+        parse_duration,
+        "24h",
+        "inv status warns when no snapshot is verified (inv verify-slave), or the newest "
+        "verified one is older than this.",
     )
     # Monitoring
     metrics_bind: str = setting(
@@ -315,6 +349,14 @@ class Settings:
         "filesystem in a sparse loop file, as the AMI lays out the data volume; needs root) or "
         "plain (plain folders: the fallback, no snapshots). Read from the environment only.",
     )
+    sandbox_dns: str = setting(
+        _sandbox_dns,
+        "off",
+        "How the sandbox's clients find GitLab: off (the Elastic IP) or name (no Elastic IP: a "
+        "Route 53 record in moto's zone sandbox.test, pointing at the master's private address, "
+        "that inv launch creates and inv promote-slave moves; the forwarder follows the "
+        "record). Read from the environment only.",
+    )
 
     def require(self, name: str) -> Any:
         """The value of setting ``name``, or a :class:`SettingError` line if it is empty."""
@@ -421,6 +463,9 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
     from_file = (
         {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
     )
+    retired = [name for name in RETIRED if name in environ or name in from_file]
+    if retired:  # refused, not ignored: an old SNAPSHOT_KEEP=24 kept 24 s of history
+        raise SettingError(f"{' and '.join(retired)} in {path} or the environment: {RETIRED_WHY}")
     values = {
         spec.name.lower(): spec.read(environ.get(spec.name, from_file.get(spec.name, spec.default)))
         for spec in SPECS

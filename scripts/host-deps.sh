@@ -15,6 +15,7 @@ declare -A need=(
   [promtool]=prometheus
   [mkfs.btrfs]=btrfs-progs   # the sandbox's and the tests' btrfs filesystems in loop files
   [btrfs]=btrfs-progs        # (loop devices and mount: util-linux, always there)
+  [skopeo]=skopeo            # the drill pushes and pulls images through the Elastic IP
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -3,6 +3,8 @@
 #   socket  the docker CLI and the engine's socket (bind-mounted by the sandbox or the test): a good host
 #   absent  no docker CLI at all: ssh works, `docker system dial-stdio` does not
 # With no socket mounted, the CLI is there but no engine answers.
+# SSHD_BASTION=yes makes it a jump host: it forwards the operator's connections (ssh -W) to the
+# hosts behind it, which a host of the pair never does.
 set -eu
 if [ "${SSHD_DOCKER:-socket}" = absent ]; then
   rm -f /usr/bin/docker
@@ -16,5 +18,8 @@ if [ -S /var/run/docker.sock ]; then
     group=hostdocker
   fi
   usermod --append --groups "$group" admin
+fi
+if [ "${SSHD_BASTION:-no}" = yes ]; then
+  exec /usr/sbin/sshd -D -e -o AllowTcpForwarding=yes
 fi
 exec /usr/sbin/sshd -D -e

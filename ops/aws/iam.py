@@ -28,6 +28,8 @@ TASKS: Mapping[str, str] = {
     "launch": "launch",
     "pair": "pair",
     "status": "status",
+    "snapshots": "snapshots",
+    "verify-slave": "verify_slave",
     "promote-slave": "promote_slave",
     "rebuild-slave": "rebuild_slave",
 }

@@ -321,6 +321,13 @@ class Route53Writer:
     def __init__(self, route53: Route53Client) -> None:
         self.route53 = route53
 
+    def create_zone(self, name: str, reference: str) -> str:
+        """Make the hosted zone ``name`` (the sandbox's stand-in for a company's own zone: no
+        task makes one); its id. ``reference`` makes a second call with it a no-op."""
+        with aws_errors("route53 CreateHostedZone", name):
+            response = self.route53.create_hosted_zone(Name=name, CallerReference=reference)
+        return response["HostedZone"]["Id"]
+
     def upsert_address(self, zone_id: str, name: str, ip: str, ttl: int, what: str) -> str:
         """Make ``name`` an A record of ``ip`` with ``ttl`` (created or replaced); the change id."""
         with aws_errors("route53 ChangeResourceRecordSets", what):

@@ -10,10 +10,12 @@ here is pure: tests pass what they like.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gitlab_sync import metrics
+from gitlab_sync.snapshots import NAME_PATTERN, name_time
 from gitlab_sync.status import PassSummary, SidecarStatus
 from ops.aws.inventory import FENCED, OPEN_GROUP, PairState
 from ops.checks import Check
@@ -41,6 +43,7 @@ class Observed:
     now: dt.datetime
     stale_after: float
     promotion: Unfinished | None = None
+    verified_max_age: float = 86400.0
 
 
 # --- single checks, reused by promotion --------------------------------------------------------
@@ -224,6 +227,42 @@ def freshness_checks(seen: Observed) -> list[Check]:
     ]
 
 
+def verified_age(verified: Mapping[str, Any] | None, now: dt.datetime) -> float | None:
+    """The age of the newest snapshot verified ok (its instant, from its name); None: none."""
+    name = str((verified or {}).get("name") or "")
+    if not NAME_PATTERN.match(name):
+        return None
+    return (now - name_time(name)).total_seconds()
+
+
+def verified_checks(seen: Observed) -> list[Check]:
+    """The newest snapshot a throwaway GitLab proved (inv verify-slave) is recent: a warning."""
+    if seen.slave.sync is None:
+        return []
+    verified = seen.slave.sync.newest_verified
+    age = verified_age(verified, seen.now)
+    if verified is None or age is None:
+        return [
+            Check(
+                "newest verified",
+                False,
+                "no snapshot verified",
+                hint="inv verify-slave",
+                critical=False,
+            )
+        ]
+    fresh = age <= seen.verified_max_age
+    return [
+        Check(
+            "newest verified",
+            fresh,
+            f"{verified['name']}, {age:.0f} s old (verified at {verified.get('at') or '-'})",
+            hint="" if fresh else "older than VERIFIED_MAX_AGE: inv verify-slave",
+            critical=False,
+        )
+    ]
+
+
 def note_checks(seen: Observed) -> list[Check]:
     """What the sidecars last complained of (warnings, never failures)."""
     out: list[Check] = []
@@ -249,6 +288,7 @@ AREAS: tuple[Area, ...] = (
     sync_checks,
     layout_checks,
     freshness_checks,
+    verified_checks,
     note_checks,
 )
 """The strategy: every area, in the order ``inv status`` prints them."""

@@ -95,13 +95,14 @@ def method_check(role: str, layout: Layout | None) -> Check:
     return Check(name, True, detail, critical=False)
 
 
-def restore_plan(layout: Layout | None) -> str:
-    """How promotion expects to restore, from the slave's layout (the plan's text)."""
+def restore_plan(layout: Layout | None, snapshot: str = "the newest snapshot") -> str:
+    """How promotion expects to restore ``snapshot``, from the slave's layout (the plan's
+    text)."""
     if layout is None:
-        return "restore the newest snapshot into GITLAB_HOME (the sidecar does not say how)"
+        return f"restore {snapshot} into GITLAB_HOME (the sidecar does not say how)"
     if layout.method == "snapshots":
-        return "GITLAB_HOME becomes a writable btrfs snapshot of the newest snapshot (no copy)"
-    return f"copy the newest snapshot into GITLAB_HOME (the slave has no snapshots: {layout.why})"
+        return f"GITLAB_HOME becomes a writable btrfs snapshot of {snapshot} (no copy)"
+    return f"copy {snapshot} into GITLAB_HOME (the slave has no snapshots: {layout.why})"
 
 
 def restored(detail: Mapping[str, Any]) -> str:

@@ -2,18 +2,19 @@
 
 On both hosts the sidecar is deployed and asked for the host's layout: ``inv pair`` refuses,
 before anything is paired, when btrfs is set up wrongly on either, and says which host runs the
-fallback. Then the slave's GitLab is created (not started), the sidecars' public keys are
-exchanged (the slave accepts the master's client key; the master pins the slave's host key),
-GitLab is started on the master and its health check awaited (so the first snapshot holds an
-initialised GitLab: its secrets, its database), sync is started on the master, and the first
-complete pass is awaited. Every step looks before it acts, so running it again repairs what is
-missing and changes nothing else.
+fallback. Then, while the slave's GitLab is created (not started), the sidecars' public keys
+are exchanged (the slave accepts the master's client key; the master pins the slave's host key)
+and GitLab is started on the master and its health check awaited (so the first snapshot holds
+an initialised GitLab: its secrets, its database); sync is started on the master, and the first
+complete pass is awaited. The two hosts' deploys run at once (one Compose run each). Every
+step looks before it acts, so running it again repairs what is missing and changes nothing else.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,54 +123,22 @@ def pair(
     with (
         Engine.open(topo.slave.host, topo.slave.settings) as slave,
         Engine.open(topo.master.host, topo.master.settings) as master,
+        ThreadPoolExecutor(2, thread_name_prefix="gitlab-dr-pair") as pool,
     ):
         progress("deploying gitlab-rsync on both hosts")
-        slave.up([sidecar.SERVICE])
-        master.up([sidecar.SERVICE])
+        _together(pool, lambda: slave.up([sidecar.SERVICE]), lambda: master.up([sidecar.SERVICE]))
         result.master_layout, result.slave_layout = check_layouts(master, slave, progress)
         progress("slave: deploying GitLab (created, not started)")
-        slave.create([sidecar.GITLAB])
-        master_key = sidecar.run_json(master, "key")["client"]
-        slave_key = sidecar.run_json(slave, "key")["host"]
-
-        master_peer = _peer(topo.master.host.address, topo.master.settings.sync_port)
-        if needs_pairing(
-            sidecar.run_json(slave, "ls"), "slave", master_peer, master_key, topo.epoch
-        ):
-            sidecar.run(
-                slave,
-                "add",
-                master_peer,
-                "--role",
-                "slave",
-                "--peer-key",
-                master_key,
-                "--epoch",
-                str(topo.epoch),
-            )
-            result.changed.append("slave: accepts the master's key")
-        slave_peer = _peer(topo.sync_address, topo.slave.settings.sync_port)
-        current = sidecar.run_json(master, "ls")
-        if needs_pairing(current, "master", slave_peer, slave_key, topo.epoch):
-            sidecar.run(
-                master,
-                "add",
-                slave_peer,
-                "--role",
-                "master",
-                "--peer-key",
-                slave_key,
-                "--epoch",
-                str(topo.epoch),
-            )
-            result.changed.append(f"master: sends to {slave_peer}, pinning the slave's host key")
-            current = sidecar.run_json(master, "ls")
+        created = pool.submit(slave.create, [sidecar.GITLAB])  # while the master's GitLab starts
+        _exchange_keys(topo, master, slave, result)
         if not any(s.service == sidecar.GITLAB and s.state == "running" for s in master.ps()):
             master.up([sidecar.GITLAB])
             result.changed.append("master: GitLab started")
         # The first snapshot must be of a GitLab that has made its data (secrets, database).
         progress("master: waiting for GitLab's health check")
         sidecar.wait_gitlab_healthy(master, timeout, clock, sleep)
+        created.result()
+        current = sidecar.run_json(master, "ls")
         if not current or not current.get("running"):
             sidecar.run(master, "start")
             result.changed.append("master: sync started")
@@ -180,6 +149,38 @@ def pair(
         result.master_status = _wait_first_pass(master, progress, timeout, clock, sleep)
         result.slave_status = sidecar.status(slave)
     return result
+
+
+def _together(pool: ThreadPoolExecutor, *calls: Callable[[], object]) -> None:
+    """Run ``calls`` at once (one per host: each drives its own engine), wait for all of them,
+    then raise the first one's error, if any: nothing is left running on either host."""
+    futures = [pool.submit(call) for call in calls]
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _exchange_keys(topo: Topology, master: Engine, slave: Engine, result: PairResult) -> None:
+    """The slave accepts the master's client key, the master pins the slave's host key: each
+    pairing written only when it differs from the one wanted."""
+    master_peer = _peer(topo.master.host.address, topo.master.settings.sync_port)
+    slave_peer = _peer(topo.sync_address, topo.slave.settings.sync_port)
+    master_key = sidecar.run_json(master, "key")["client"]
+    slave_key = sidecar.run_json(slave, "key")["host"]
+    wanted = (
+        (slave, "slave", master_peer, master_key, "slave: accepts the master's key"),
+        (
+            master,
+            "master",
+            slave_peer,
+            slave_key,
+            f"master: sends to {slave_peer}, pinning the slave's host key",
+        ),
+    )
+    for engine, role, peer, key, change in wanted:
+        if needs_pairing(sidecar.run_json(engine, "ls"), role, peer, key, topo.epoch):
+            sidecar.add(engine, peer, role, key, topo.epoch)
+            result.changed.append(change)
 
 
 def _wait_first_pass(

@@ -11,8 +11,8 @@ never does a step twice:
 4. fence-master: ``gitlab-open`` swapped for ``gitlab-slave``, its GitLab stopped and its
    restart policy set to "no" when the host answers;
 5. start-slave-gitlab: the slave's receiver moves to the new epoch, GITLAB_HOME becomes a
-   writable btrfs snapshot of the newest snapshot (a copy of it without btrfs), GitLab starts
-   and becomes healthy;
+   writable btrfs snapshot of the newest snapshot, or of the one ``--snapshot``/``--before``
+   chose (a copy of it without btrfs), GitLab starts and becomes healthy;
 6. open-slave: ``gitlab-slave`` swapped for ``gitlab-open``;
 7. move-address-and-tags: the Elastic IP moves, the epoch goes up, the slave becomes master and
    the old master is tagged ``fenced``; the RTO ends when the public URL answers ready;
@@ -40,11 +40,12 @@ from typing import Any, Literal, TextIO
 from ops.aws import client as aws
 from ops.aws import inventory
 from ops.aws.inventory import Instance, PairState
-from ops.dr import checks
+from ops.dr import checks, snapshots
 from ops.dr.journal import Journal
 from ops.dr.promotion_report import PromotionReport, already_promoted, report_of
-from ops.dr.promotion_steps import STEPS, TABLE, Context, plan_lines
-from ops.dr.promotion_view import Flags, View, read_view
+from ops.dr.promotion_steps import STEPS, TABLE, Context, close_engines, plan_lines
+from ops.dr.promotion_view import Flags, View, read_view, slave_side
+from ops.dr.snapshots import Choice
 from ops.errors import Refusal
 from ops.progress import Progress
 from ops.settings import Settings
@@ -141,6 +142,45 @@ def freshness_refusals(view: View, flags: Flags, stale_after: float) -> list[str
     ]
 
 
+# --- the snapshot to start from -----------------------------------------------------------------
+
+CHOICE = snapshots.JOURNAL_KEY
+
+
+def kept_choice(recorded: Mapping[str, Any] | None, asked: Choice | None) -> Choice | None:
+    """A resumed promotion's snapshot: the one its journal recorded; a different one asked for
+    (``--snapshot``/``--before`` naming another, or any when it began from the newest) is
+    refused, since GitLab may already run on the recorded one."""
+    if asked is not None and asked.snapshot.name != (recorded or {}).get("name"):
+        began = f"snapshot {recorded['name']}" if recorded else "the newest snapshot"
+        again = f", or with --snapshot {recorded['name']}" if recorded else ""
+        raise Refusal(
+            f"the promotion under way starts from {began}, not {asked.snapshot.name}; "
+            f"run it again without --snapshot/--before{again}"
+        )
+    return Choice.from_json(recorded) if recorded else None
+
+
+def choose_snapshot(
+    settings: Settings,
+    flags: Flags,
+    journal: Journal | None,
+    slave: Instance,
+    now: dt.datetime,
+) -> Choice | None:
+    """The snapshot ``--snapshot``/``--before`` names (None: the newest), from the slave's list;
+    a resumed promotion keeps the one its journal recorded. Nothing is read without a flag."""
+    recorded = journal.data.get(CHOICE) if journal else None
+    asked = None
+    same = recorded and flags.snapshot == recorded.get("name") and not flags.before
+    if flags.chooses and not same:
+        listing = snapshots.read_side(slave_side(settings, slave))
+        asked = snapshots.choose(listing, flags.snapshot, flags.before, now)
+    if journal is None:
+        return asked
+    return kept_choice(recorded, asked)
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -189,7 +229,8 @@ def promote(
         raise Refusal(decision.reason)
     journal = found if decision.action == "resume" else None
     epoch = journal.data["from_epoch"] if journal else state.epoch or 1
-    view = read_view(settings, epoch, decision.master, decision.slave, now())
+    choice = choose_snapshot(settings, flags, journal, decision.slave, now())
+    view = read_view(settings, epoch, decision.master, decision.slave, now(), choice)
     plan = plan_lines(view, journal, flags)
     if dry_run:
         return None, plan
@@ -209,6 +250,9 @@ def promote(
             planned=flags.planned,
             started=started,
         )
+        if choice is not None:  # kept for a resume, which must start from the same snapshot
+            journal.data[CHOICE] = choice.to_json()
+            journal.save()
     else:
         if confirm is not None and not confirm(plan):
             raise Refusal("not confirmed; the promotion stays where it stopped")
@@ -218,14 +262,18 @@ def promote(
 
 
 def run_steps(ctx: Context, journal: Journal, view: View) -> None:
-    """Every step of the table not yet in the journal, in order, each recorded when done."""
-    for step in TABLE:
-        if journal.done(step.name):
-            continue
-        ctx.progress(f"{step.name} ...")
-        started = ctx.clock()
-        detail = step.run(ctx, journal, view)
-        journal.record(step.name, started, ctx.clock(), detail, at=ctx.now())
-        ctx.progress(f"{step.name} done in {journal.data['steps'][step.name]['seconds']:.2f} s")
-        if os.environ.get(KILL_AFTER) == step.name:  # fault injection for the resume tests
-            os.kill(os.getpid(), signal.SIGKILL)
+    """Every step of the table not yet in the journal, in order, each recorded when done; the
+    steps share one engine (one relay) per host, closed when they end."""
+    try:
+        for step in TABLE:
+            if journal.done(step.name):
+                continue
+            ctx.progress(f"{step.name} ...")
+            started = ctx.clock()
+            detail = step.run(ctx, journal, view)
+            journal.record(step.name, started, ctx.clock(), detail, at=ctx.now())
+            ctx.progress(f"{step.name} done in {journal.data['steps'][step.name]['seconds']:.2f} s")
+            if os.environ.get(KILL_AFTER) == step.name:  # fault injection for the resume tests
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        close_engines(ctx)

@@ -14,6 +14,7 @@ from gitlab_sync.status import moment
 from ops.dr import layouts
 from ops.dr.journal import Journal
 from ops.dr.promotion_steps import STEPS
+from ops.dr.snapshots import JOURNAL_KEY, Choice
 
 LEFT = (
     "runners: they reach GitLab at the same address; a runner that failed three times backs "
@@ -43,6 +44,9 @@ class PromotionReport:
     btrfs snapshot in 0.02 s`` (or ``by a copy in N s``)."""
     left: tuple[str, ...]
     postmortem: str | None
+    choice: str | None = None
+    """With ``--snapshot``/``--before``: the snapshot promoted from, what that lost and whether
+    it was verified (None: the newest)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -63,6 +67,8 @@ class PromotionReport:
             out.append(f"  {name:24} {seconds:8.2f} s  {shown}")
         if self.restore:
             out.append(self.restore)
+        if self.choice:
+            out.append(self.choice)
         rto = f"{self.rto_seconds:.1f} s" if self.rto_seconds is not None else "-"
         rpo = f"{self.rpo_seconds:.1f} s" if self.rpo_seconds is not None else "-"
         out.append(
@@ -102,6 +108,16 @@ def rpo_seconds(data: dict[str, Any]) -> float | None:
     return float(window) if isinstance(window, int | float) else None
 
 
+def choice_line(recorded: dict[str, Any] | None) -> str | None:
+    """``promoted from snapshot S (not the newest, N): the writes between S's instant and N's,
+    M s, are not in it; S was verified at T: ok`` (None without a choice)."""
+    if not recorded:
+        return None
+    choice = Choice.from_json(recorded)
+    snap = choice.snapshot
+    return f"promoted from {choice.loss()}; {snap.name} was {snap.verification()}"
+
+
 def report_of(journal: Journal, already: bool = False) -> PromotionReport:
     """The report of the promotion ``journal`` records."""
     data = journal.data
@@ -123,4 +139,5 @@ def report_of(journal: Journal, already: bool = False) -> PromotionReport:
         restore=layouts.restored(started) if started else None,
         left=LEFT,
         postmortem=recorded.get("report", {}).get("postmortem"),
+        choice=choice_line(data.get(JOURNAL_KEY)),
     )

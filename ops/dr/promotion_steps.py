@@ -7,11 +7,12 @@ that in the journal. Every write to EC2 goes through :class:`~ops.aws.writer.Ec2
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import posixpath
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
@@ -25,6 +26,7 @@ from ops.aws.writer import Ec2Writer
 from ops.dr import layouts, readiness, sidecar, topology
 from ops.dr.journal import Journal
 from ops.dr.promotion_view import Flags, View
+from ops.dr.snapshots import JOURNAL_KEY, age_text
 from ops.errors import AwsError, OpsError, SettingError
 from ops.hosts.engine import Engine
 from ops.progress import Progress
@@ -46,22 +48,48 @@ class Context:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    engines: dict[str, Engine] = field(default_factory=dict)
+    """The hosts' engines opened so far, by instance id (:func:`_engine`; :func:`close_engines`)."""
 
     @property
     def writer(self) -> Ec2Writer:
         return Ec2Writer(self.settings, self.ec2)
 
 
-def _engine(ctx: Context, journal: Journal, role: inventory.Role) -> Engine:
-    """The engine of the journal's ``role`` instance (as it was when the promotion began)."""
+@contextlib.contextmanager
+def _engine(ctx: Context, journal: Journal, role: inventory.Role) -> Iterator[Engine]:
+    """The engine of the journal's ``role`` instance (as it was when the promotion began),
+    opened once and kept in ``ctx.engines`` for the steps that follow: one relay per host for
+    the whole promotion. One that a step's error went through is closed and forgotten (its
+    transport may be what failed), so a later step opens it anew.
+
+    The slave's, opened before GitLab is started, begins reading GitLab's configuration hash
+    (:meth:`Engine.expect`) while the receiver is fenced and the snapshot restored.
+    """
     instance_id = journal.data[role]
-    instance = next((h for h in ctx.state.hosts if h.instance_id == instance_id), None)
-    if instance is None:
-        raise AwsError(f"the promotion's {role} {instance_id} is not in AWS any more")
-    side = topology.instance_side(
-        role, ctx.settings, instance_id, instance.public_ip, instance.private_ip
-    )
-    return Engine.open(side.host, side.settings)
+    engine = ctx.engines.get(instance_id)
+    if engine is None:
+        instance = next((h for h in ctx.state.hosts if h.instance_id == instance_id), None)
+        if instance is None:
+            raise AwsError(f"the promotion's {role} {instance_id} is not in AWS any more")
+        side = topology.instance_side(
+            role, ctx.settings, instance_id, instance.public_ip, instance.private_ip
+        )
+        engine = ctx.engines[instance_id] = Engine.open(side.host, side.settings)
+        if role == "slave" and not journal.done("start-slave-gitlab"):
+            engine.expect(sidecar.GITLAB)
+    try:
+        yield engine
+    except OpsError:
+        ctx.engines.pop(instance_id, None)
+        engine.close()
+        raise
+
+
+def close_engines(ctx: Context) -> None:
+    """Close every engine :func:`_engine` kept (the promotion is over, or stopped)."""
+    while ctx.engines:
+        ctx.engines.popitem()[1].close()
 
 
 # --- the steps' functions -----------------------------------------------------------------------
@@ -73,14 +101,23 @@ def preflight(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
 
 
 def freshness(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
-    """The snapshot to start from and the window of writes it may miss."""
-    return {
+    """The snapshot to start from and the window of writes it may miss (with a chosen snapshot,
+    the newest too, and the seconds between them the choice loses)."""
+    detail = {
         "snapshot": view.snapshot,
         "snapshot_started_at": iso(view.snapshot_started) if view.snapshot_started else None,
         "last_contact": iso(view.last_contact) if view.last_contact else None,
         "window_seconds": view.window,
         "until": iso(view.until) if view.until else None,
     }
+    if view.choice is not None:
+        detail |= {
+            "chosen": view.choice.asked,
+            "newest": view.choice.newest.name,
+            "newest_started_at": iso(view.choice.newest.instant),
+            "choice_lost_seconds": view.choice_window,
+        }
+    return detail
 
 
 def stop_master_sync(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
@@ -124,17 +161,7 @@ def fence_receiver(slave: Engine, epoch: int) -> str:
         return "slave: its sidecar is not receiving; nothing to fence"
     if pairing.get("epoch") == epoch:
         return f"slave: the receiver already refuses senders of epochs before {epoch}"
-    sidecar.run(
-        slave,
-        "add",
-        str(pairing["peer"]),
-        "--role",
-        "slave",
-        "--peer-key",
-        str(pairing["peer_key"]),
-        "--epoch",
-        str(epoch),
-    )
+    sidecar.add(slave, str(pairing["peer"]), "slave", str(pairing["peer_key"]), epoch)
     return f"slave: the receiver now refuses senders of epochs before {epoch}"
 
 
@@ -156,8 +183,11 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
         ctx.progress(fence_receiver(slave, int(journal.data["to_epoch"])))
         settings = slave.settings
         mounts, target = restore_mounts(settings)
-        ctx.progress(f"slave: restoring the newest snapshot as {settings.gitlab_home}")
-        out = slave.run_once("restore", settings.sync_image, ["restore", target, "--json"], mounts)
+        chosen = (journal.data.get(JOURNAL_KEY) or {}).get("name")
+        which = f"snapshot {chosen}" if chosen else "the newest snapshot"
+        ctx.progress(f"slave: restoring {which} as {settings.gitlab_home}")
+        argv = ["restore", target, *(["--snapshot", chosen] if chosen else []), "--json"]
+        out = slave.run_once("restore", settings.sync_image, argv, mounts)
         restored = json.loads(out)
         detail = {
             "snapshot": restored["snapshot"],
@@ -166,7 +196,7 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
             "restore_seconds": restored.get("seconds", 0.0),
         }
         ctx.progress(f"slave: {layouts.restored(detail)}; starting GitLab")
-        slave.up([sidecar.GITLAB])
+        ctx.progress(f"slave: {slave.start(sidecar.GITLAB)}")
         waited = sidecar.wait_gitlab_healthy(
             slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
         )
@@ -311,8 +341,30 @@ def _restart_plan(layout: Layout | None) -> str:
     return restart if layout.method == "snapshots" else "nothing (the restore copies)"
 
 
+def _restored_name(view: View) -> str:
+    """What start-slave-gitlab restores: the snapshot chosen, or the newest."""
+    return f"snapshot {view.choice.snapshot.name}" if view.choice else "the newest snapshot"
+
+
 def _age(view: View) -> str:
     return f"{view.snapshot_age:.0f} s old" if view.snapshot_age is not None else "none"
+
+
+def _freshness_plan(view: View) -> str:
+    """The newest snapshot and the master's last contact; with ``--snapshot``/``--before``, the
+    chosen snapshot and what choosing it loses, besides the newest's own window."""
+    heard = f"master last heard {iso(view.last_contact) if view.last_contact else 'never'}"
+    choice = view.choice
+    if choice is None:
+        return f"newest snapshot {view.snapshot} ({_age(view)}); {heard}"
+    chosen = choice.snapshot
+    window = f"{view.window:.0f} s" if view.window is not None else "unknown"
+    return (
+        f"start from {choice.loss()}; {chosen.name} is "
+        f"{age_text((view.now - chosen.instant).total_seconds())} old, "
+        f"{chosen.verification()}; newest snapshot {view.newest} ({_age(view)}); {heard}; "
+        f"writes lost in all: {window}"
+    )
 
 
 TABLE: tuple[Step, ...] = (
@@ -324,14 +376,7 @@ TABLE: tuple[Step, ...] = (
         ),
         preflight,
     ),
-    Step(
-        "freshness",
-        lambda v, f: (
-            f"newest snapshot {v.snapshot} ({_age(v)}); master last heard "
-            f"{iso(v.last_contact) if v.last_contact else 'never'}"
-        ),
-        freshness,
-    ),
+    Step("freshness", lambda v, f: _freshness_plan(v), freshness),
     Step("stop-master-sync", _stop_plan, stop_master_sync),
     Step(
         "fence-master",
@@ -345,7 +390,8 @@ TABLE: tuple[Step, ...] = (
         "start-slave-gitlab",
         lambda v, f: (
             "the receiver moved to the new epoch (it refuses the old master); "
-            f"{layouts.restore_plan(_slave_layout(v))}; start GitLab; wait until healthy"
+            f"{layouts.restore_plan(_slave_layout(v), _restored_name(v))}; start GitLab; "
+            "wait until healthy"
         ),
         start_slave_gitlab,
         lambda detail: f"{layouts.restored(detail)}; GitLab healthy",

@@ -4,6 +4,10 @@ Both hosts are read once, as ``inv status`` reads them (:func:`ops.dr.hostview.l
 slave's containers and its sidecar's typed status (newest snapshot, when the master was last
 heard from, whether the snapshot holds ``gitlab-secrets.json``), the master's containers when
 it answers. Promotion decides from the view; it never reads the sidecar's files.
+
+With ``--snapshot``/``--before`` the view also holds the operator's :class:`~ops.dr.snapshots.
+Choice`: the snapshot GitLab starts from is that one, and the window of writes lost runs from
+its instant (the newest's own window, plus the choice's).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from gitlab_sync.status import PassSummary, SidecarStatus, moment
 from ops.aws.inventory import Instance, Role
 from ops.dr import checks, sidecar, topology
 from ops.dr.hostview import HostView, look
+from ops.dr.snapshots import Choice
 from ops.dr.topology import Absent, Side
 from ops.errors import SettingError
 from ops.settings import Settings
@@ -28,6 +33,15 @@ class Flags:
     accept_data_loss: bool = False
     allow_image_mismatch: bool = False
     skip_health_check: bool = False
+    snapshot: str = ""
+    """``--snapshot NAME``: start from that snapshot rather than the newest."""
+    before: str = ""
+    """``--before TIME``: start from the newest snapshot taken at or before TIME."""
+
+    @property
+    def chooses(self) -> bool:
+        """Whether the operator chose a snapshot (rather than the newest)."""
+        return bool(self.snapshot or self.before)
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,8 @@ class View:
     slave: HostView
     wanted_image: str
     now: dt.datetime
+    choice: Choice | None = None
+    """The snapshot the operator chose (None: the newest)."""
 
     @property
     def master_error(self) -> str:
@@ -88,15 +104,30 @@ class View:
         return self.slave.sync.last_complete if self.slave.sync else None
 
     @property
-    def snapshot(self) -> str | None:
+    def newest(self) -> str | None:
         """The name of the slave's newest complete snapshot."""
         last, status = self.last_complete, self.slave.sync
         return (last.snapshot if last else "") or (status.current if status else None) or None
 
     @property
-    def snapshot_started(self) -> dt.datetime | None:
+    def snapshot(self) -> str | None:
+        """The snapshot GitLab starts from: the chosen one, else the newest."""
+        return self.choice.snapshot.name if self.choice else self.newest
+
+    @property
+    def newest_started(self) -> dt.datetime | None:
         """When the pass that made the newest snapshot began."""
         return self.last_complete.started if self.last_complete else None
+
+    @property
+    def snapshot_started(self) -> dt.datetime | None:
+        """The instant of the snapshot GitLab starts from (its pass's start)."""
+        return self.choice.snapshot.instant if self.choice else self.newest_started
+
+    @property
+    def choice_window(self) -> float:
+        """Seconds of writes the choice loses: from its snapshot's instant to the newest's."""
+        return self.choice.lost_seconds if self.choice else 0.0
 
     @property
     def last_contact(self) -> dt.datetime | None:
@@ -114,11 +145,12 @@ class View:
         it answers, else when it was last heard from."""
         if self.master_reachable:
             return self.now
-        return self.last_contact or self.snapshot_started
+        return self.last_contact or self.newest_started
 
     @property
     def window(self) -> float | None:
-        """Seconds of writes the snapshot may miss: from its pass's start to ``until``."""
+        """Seconds of writes the snapshot may miss: from its pass's start to ``until`` (with a
+        choice, that includes the choice's window)."""
         if self.snapshot_started is None or self.until is None:
             return None
         return max(0.0, (self.until - self.snapshot_started).total_seconds())
@@ -135,8 +167,18 @@ def _side(settings: Settings, instance: Instance, role: Role) -> Side | Absent:
         return Absent(role, str(exc))
 
 
+def slave_side(settings: Settings, slave: Instance) -> Side | Absent:
+    """Where the slave ``slave`` is reached (for its snapshots' list)."""
+    return _side(settings, slave, "slave")
+
+
 def read_view(
-    settings: Settings, epoch: int, master: Instance, slave: Instance, now: dt.datetime
+    settings: Settings,
+    epoch: int,
+    master: Instance,
+    slave: Instance,
+    now: dt.datetime,
+    choice: Choice | None = None,
 ) -> View:
     """Everything the decisions need, read once: the slave's host, and the master's if up."""
     return View(
@@ -147,4 +189,5 @@ def read_view(
         slave=look(_side(settings, slave, "slave")),
         wanted_image=settings.gitlab_image,
         now=now,
+        choice=choice,
     )

@@ -17,6 +17,10 @@ from typing import Any
 from gitlab_sync.waits import wait_until
 from ops.errors import OpsError
 
+READY_POLL = 0.1
+"""Seconds between two readiness probes: one local HTTP request each, so a short interval costs
+little, and promotion's RTO ends within about that of GitLab answering ready."""
+
 
 class NotReady(OpsError):
     """GitLab did not answer ready in time; the message gives the last reason."""
@@ -86,7 +90,7 @@ def wait_ready(
     base_url: str,
     timeout: float,
     *,
-    interval: float = 0.5,
+    interval: float = READY_POLL,
     all_checks: bool = True,
     probe: Callable[[], Readiness] | None = None,
     clock: Callable[[], float] = time.monotonic,

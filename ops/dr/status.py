@@ -20,6 +20,7 @@ from ops.dr import checks as pair_checks
 from ops.dr import layouts, topology
 from ops.dr.hostview import HostView, look
 from ops.dr.journal import Journal
+from ops.dr.snapshots import age_text
 from ops.settings import Settings
 
 
@@ -65,7 +66,9 @@ def checks(
     promotion: pair_checks.Unfinished | None = None,
 ) -> tuple[Check, ...]:
     """The checks, computed from what was read (pure: tests pass what they like)."""
-    seen = pair_checks.Observed(state, master, slave, epoch, now, settings.stale_after, promotion)
+    seen = pair_checks.Observed(
+        state, master, slave, epoch, now, settings.stale_after, promotion, settings.verified_max_age
+    )
     return pair_checks.run(seen)
 
 
@@ -96,6 +99,15 @@ def collect(settings: Settings, now: dt.datetime | None = None) -> StatusReport:
 def _method(sync: SidecarStatus) -> str:
     layout = layouts.parsed(sync.layout)
     return layout.method if layout else "-"
+
+
+def _verified(sync: SidecarStatus, at: dt.datetime | None) -> str:
+    """``NAME, 3.5 h old`` (the newest snapshot verified ok), or ``none``."""
+    good = sync.newest_verified
+    age = pair_checks.verified_age(good, at or dt.datetime.now(dt.UTC))
+    if good is None or age is None:
+        return "none (inv verify-slave)"
+    return f"{good['name']}, {age_text(age)} old"
 
 
 def render(report: StatusReport) -> list[str]:
@@ -131,6 +143,8 @@ def render(report: StatusReport) -> list[str]:
             lag = pair_checks.snapshot_age(last, report.at or dt.datetime.now(dt.UTC))
             if view.sync.role == "slave" and lag is not None:
                 lines.append(f"  replication lag: {lag:.0f} s (gitlab_dr_replication_lag_seconds)")
+            if view.sync.role == "slave":
+                lines.append(f"  newest verified: {_verified(view.sync, report.at)}")
     lines.append("checks:")
     for c in report.checks:
         mark = "ok  " if c.ok else ("FAIL" if c.critical else "warn")

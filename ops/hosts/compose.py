@@ -19,7 +19,6 @@ from pathlib import Path
 
 from ops.errors import HostError, OpsError, SettingError
 from ops.hosts.relay import SSHDockerClient
-from ops.hosts.ssh import last_line
 from ops.settings import Settings
 
 STACK_FILE = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
@@ -108,10 +107,32 @@ def compose(
         except subprocess.TimeoutExpired:
             raise HostError(f"{where}: docker-compose {verb} took more than {timeout:g}s") from None
     if done.returncode != 0:
-        message = last_line(done.stderr.decode("utf-8", "replace")) or f"exit {done.returncode}"
+        said = done.stderr.decode("utf-8", "replace")
+        message = compose_failure(said) or f"exit {done.returncode}"
         ssh = client.ssh_error(settings) if client is not None else None
         raise HostError(f"{where}: docker-compose {verb} failed: {ssh or message}")
     return done.stdout.decode("utf-8", "replace")
+
+
+_SUMMARY = re.compile(r"^(ERROR: )?Encountered errors while bringing up the project\.?$")
+_NOISE = re.compile(r"^ERROR: |\s*\([0-9a-f]{64}\)")
+_LONGEST = 240
+
+
+def compose_failure(stderr: str) -> str:
+    """The line of docker-compose's ``stderr`` that says why it failed, on one line.
+
+    Compose 1.29 ends a failed ``up`` with "Encountered errors while bringing up the project.",
+    which says nothing; the cause is the ``ERROR: for <service>  …`` line before it. Its
+    64-digit ids go, and a line still too long loses its middle: the cause is at its end.
+    """
+    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    cause = [line for line in lines if not _SUMMARY.match(line)] or lines
+    line = " ".join(_NOISE.sub("", cause[-1]).split()) if cause else ""
+    if len(line) <= _LONGEST:
+        return line
+    half = (_LONGEST - 5) // 2
+    return f"{line[:half]} ... {line[-half:]}"
 
 
 def render_config(settings: Settings, compose_file: Path = STACK_FILE) -> str:

@@ -4,19 +4,26 @@
 deployed with :meth:`Engine.up` and :meth:`Engine.create` (:mod:`ops.hosts.compose`) and found by
 their Compose labels. :meth:`Engine.exec` runs a command in a service's container, hijacking the
 exec's stream as the docker CLI does, so stdin can be ended and both streams come back apart.
+
+:meth:`Engine.start` starts a container :meth:`Engine.create` made, with one API call on the
+relay that is already open, where ``docker-compose up`` starts a Python program (half a second
+before its first call) that makes its own connections through the relay and a dozen calls:
+seconds, on promotion's path. It starts the container only when its
+``com.docker.compose.config-hash`` label is what ``docker-compose config --hash`` gives now (the
+same settings, stack file and image id); when they differ it runs ``up``, which makes the
+container again from the stack, as promotion always did. Refusing instead would stop a disaster
+recovery for something ``up`` repairs; starting anyway would start GitLab on a configuration the
+stack no longer says. The hash costs a Compose run too, so :meth:`Engine.expect` reads it in the
+background while other work goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import re
-import socket
-import struct
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,7 +36,8 @@ from docker.models.containers import Container
 from gitlab_sync.waits import wait_until
 from ops.errors import HostError, OpsError
 from ops.hosts.compose import COMPOSE_TIMEOUT, PROJECT_LABEL, STACK_FILE, compose, compose_project
-from ops.hosts.relay import Relay, SSHDockerClient, connect
+from ops.hosts.exec_stream import exchange, start_exec
+from ops.hosts.relay import SSHDockerClient, connect
 from ops.hosts.ssh import Host, last_line
 from ops.settings import Settings
 
@@ -39,7 +47,9 @@ EXEC_TIMEOUT = 120.0
 ONE_OFF_LABEL = "gitlab-dr.one-off"
 """The label of a container :meth:`Engine.run_once` made; its value is the run's name."""
 
-_FRAME = struct.Struct(">BxxxL")
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+"""The label Compose puts on a service's container: the hash of the configuration it was made
+from (``docker-compose config --hash SERVICE`` says what it would be now)."""
 
 
 class ContainerNotRunning(HostError):
@@ -52,6 +62,16 @@ class ExecResult(NamedTuple):
     exit_code: int
     stdout: bytes
     stderr: bytes
+
+
+def labelled(client: docker.DockerClient, *labels: str, stopped: bool = True) -> list[Container]:
+    """The containers carrying every one of ``labels`` (``key=value``), stopped ones too unless
+    ``stopped`` is False. The SDK inspects each container it lists: one removed in between
+    (a one-off ending, a teardown) is left out, not an error."""
+    found = client.containers.list(
+        all=stopped, filters={"label": list(labels)}, ignore_removed=True
+    )
+    return list(found)
 
 
 @dataclass(frozen=True)
@@ -80,82 +100,6 @@ def _state_of(container: Container) -> ServiceState:
     )
 
 
-def _start_exec(
-    relay: Relay, api_version: str, exec_id: str, deadline: float
-) -> tuple[socket.socket, bytes]:
-    """Start an exec, hijacked as the docker CLI does: the stream's socket and what came with
-    the answer's head."""
-    if not re.fullmatch(r"[0-9a-f]{1,128}", exec_id):
-        raise docker.errors.DockerException(f"unexpected exec id {exec_id!r}")
-    body = json.dumps({"Detach": False, "Tty": False}).encode()
-    request = (
-        f"POST /v{api_version}/exec/{exec_id}/start HTTP/1.1\r\n"
-        "Host: docker\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: Upgrade\r\n"
-        "Upgrade: tcp\r\n\r\n"
-    ).encode() + body
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(max(0.01, deadline - time.monotonic()))
-        sock.connect(relay.path)
-        sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data and len(data) < 65536:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the connection closed before the engine answered")
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].decode("latin-1")
-        if not re.match(r"HTTP/1\.[01] (101|200)\b", status):
-            with contextlib.suppress(ValueError, AttributeError):
-                status = str(json.loads(rest)["message"])
-            raise docker.errors.DockerException(f"the engine refused to start it: {status}")
-    except BaseException:
-        sock.close()
-        raise
-    return sock, rest
-
-
-def _exchange(
-    sock: socket.socket, received: bytes, stdin: bytes | None, deadline: float
-) -> tuple[bytes, bytes]:
-    """Feed ``stdin`` (then end it) while reading the command's multiplexed stdout and stderr."""
-
-    def feed(data: bytes) -> None:
-        with contextlib.suppress(OSError):  # a command may exit before reading it all
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-
-    writer = None
-    if stdin is not None:
-        writer = threading.Thread(target=feed, args=(stdin,), name="exec-stdin", daemon=True)
-        writer.start()
-    buffer = bytearray(received)
-    out, err = io.BytesIO(), io.BytesIO()
-
-    def fill(size: int) -> bool:
-        while len(buffer) < size:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                return False
-            buffer.extend(chunk)
-        return True
-
-    while fill(_FRAME.size):
-        stream, size = _FRAME.unpack_from(buffer)
-        if not fill(_FRAME.size + size):
-            break
-        (err if stream == 2 else out).write(buffer[_FRAME.size : _FRAME.size + size])
-        del buffer[: _FRAME.size + size]
-    if writer is not None:
-        writer.join(timeout=1)
-    return out.getvalue(), err.getvalue()
-
-
 class Engine:
     """A host's Docker engine over SSH and the Compose stack on it.
 
@@ -175,6 +119,8 @@ class Engine:
         self.client = client
         self.compose_file = compose_file
         self.project = compose_project(settings)
+        self._hashes: dict[str, Future[str]] = {}
+        self._background: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(cls, host: Host, settings: Settings, compose_file: Path = STACK_FILE) -> Engine:
@@ -183,7 +129,9 @@ class Engine:
         return cls(host, settings, connect(host, settings), compose_file)
 
     def close(self) -> None:
-        """Close the client and stop its ssh processes."""
+        """Close the client and stop its ssh processes (a hash still being read fails)."""
+        if self._background is not None:
+            self._background.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
     def __enter__(self) -> Engine:
@@ -210,8 +158,8 @@ class Engine:
             cause = self.client.ssh_error(self.settings) or last_line(str(exc))
             raise HostError(f"{self.host}: {what} failed: {cause or type(exc).__name__}") from exc
 
-    def _compose(self, args: Sequence[str], timeout: float) -> None:
-        compose(
+    def _compose(self, args: Sequence[str], timeout: float) -> str:
+        return compose(
             self.settings, args, client=self.client, compose_file=self.compose_file, timeout=timeout
         )
 
@@ -229,12 +177,56 @@ class Engine:
         """Create (or update) ``services`` without starting them (``up --no-start``)."""
         self._compose(["up", "--no-start", *self._services(services)], timeout)
 
+    def config_hash(self, service: str) -> str:
+        """The configuration hash Compose would label ``service``'s container with now
+        (``docker-compose config --hash``: the settings, the stack file and the image's id)."""
+        out = self._compose(["config", "--hash", service], 60)
+        for line in out.splitlines():
+            name, _, value = line.strip().partition(" ")
+            if name == service and value.strip():
+                return value.strip()
+        raise HostError(f"{self.host}: docker-compose config --hash gave no hash for {service}")
+
+    def expect(self, service: str) -> None:
+        """Begin reading ``service``'s :meth:`config_hash` in the background, for a
+        :meth:`start` to come (Compose's own start-up is then not on the caller's path)."""
+        if service not in self._hashes:
+            if self._background is None:
+                self._background = ThreadPoolExecutor(1, thread_name_prefix="gitlab-dr-hash")
+            self._hashes[service] = self._background.submit(self.config_hash, service)
+
+    def _wanted_hash(self, service: str) -> str:
+        """The hash :meth:`expect` read (read now when it was not asked, or failed)."""
+        future = self._hashes.pop(service, None)
+        if future is not None:
+            with contextlib.suppress(OpsError):
+                return future.result()
+        return self.config_hash(service)
+
+    def start(self, service: str, *, timeout: float = COMPOSE_TIMEOUT) -> str:
+        """Start ``service``'s container, made by :meth:`create`; say how, in a sentence.
+
+        Started through the SDK when its config-hash label is what the stack gives now (and left
+        alone when it already runs); made again and started by :meth:`up` when it differs. A
+        service with no container is a one-line HostError: it was never created (``inv pair``).
+        """
+        container = self.container(service)
+        wanted = self._wanted_hash(service)
+        if container.labels.get(CONFIG_HASH_LABEL) != wanted:
+            self.up([service], timeout=timeout)
+            return f"{service}: made again by docker-compose up (its configuration had changed)"
+        if container.status == "running":
+            return f"{service}: already running"
+        with self._calls(f"starting {service}"):
+            container.start()
+        return f"{service}: started"
+
     def _containers(self, service: str | None = None) -> list[Container]:
         labels = [f"{PROJECT_LABEL}={self.project}", "com.docker.compose.oneoff=False"]
         if service is not None:
             labels.append(f"com.docker.compose.service={service}")
         with self._calls("listing containers"):
-            return self.client.containers.list(all=True, filters={"label": labels})
+            return labelled(self.client, *labels)
 
     def restart(self, service: str, *, timeout: float = 30.0) -> None:
         """Restart ``service``'s container: its bind mounts are made again from the host's
@@ -399,9 +391,9 @@ class Engine:
                         f"{self.host}: {what} failed: {last_line(said)}"
                     ) from exc
                 raise
-            sock, received = _start_exec(self.client.relay, api.api_version, exec_id, deadline)
+            sock, received = start_exec(self.client.relay, api.api_version, exec_id, deadline)
             try:
-                stdout, stderr = _exchange(sock, received, stdin, deadline)
+                stdout, stderr = exchange(sock, received, stdin, deadline)
             except TimeoutError:
                 raise HostError(f"{self.host}: {what} still running after {timeout:g}s") from None
             finally:

@@ -23,6 +23,7 @@ names what failed.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -50,8 +51,10 @@ class Relay:
     """A local unix socket whose every connection is handed to a new ssh to the host's engine.
 
     Each accepted connection becomes the stdin and stdout of ``argv`` (an ssh running
-    ``docker system dial-stdio``). ssh processes are reaped as they end; the stderr of one that
-    failed (status 255) is kept in :attr:`last_ssh_error`. :meth:`close` stops the rest.
+    ``docker system dial-stdio``). ssh processes are reaped as they end (every ``poll`` s at
+    least); the stderr of one that failed (status 255) is kept in :attr:`last_ssh_error`.
+    :meth:`close` stops the rest, waking the listening thread at once through a pipe rather than
+    waiting out its poll (a promotion closes engines on its path).
     """
 
     def __init__(self, argv: Sequence[str], *, poll: float = 0.2) -> None:
@@ -63,6 +66,8 @@ class Relay:
         self._listener.bind(self.path)
         self._listener.listen(16)
         self._listener.settimeout(poll)
+        self._poll = poll
+        self._wake_read, self._wake_write = os.pipe()
         self._children: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,11 +82,18 @@ class Relay:
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
+                waiting: list[int] = [self._listener.fileno(), self._wake_read]
+                ready, _, _ = select.select(waiting, [], [], self._poll)
+                if self._wake_read in ready:
+                    break
+                if not ready:
+                    self.reap()
+                    continue
                 conn, _ = self._listener.accept()
             except TimeoutError:
                 self.reap()
                 continue
-            except OSError:
+            except (OSError, ValueError):  # closed under us
                 break
             with conn:
                 self._spawn(conn)
@@ -137,19 +149,25 @@ class Relay:
 
     def close(self) -> None:
         """Stop listening, stop every ssh still running and remove the socket."""
+        if self._stop.is_set():
+            return  # closed already
         self._stop.set()
+        os.write(self._wake_write, b"x")
         self._thread.join(timeout=5)
         self._listener.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
         with self._lock:
             children, self._children = self._children, []
-        for proc, stderr in children:
+        for proc, _stderr in children:  # all told first, then waited for: one wait, not one each
             if proc.poll() is None:
                 proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for proc, stderr in children:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             stderr.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 

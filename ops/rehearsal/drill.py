@@ -31,12 +31,12 @@ from gitlab_sync.status import PassSummary, moment
 from gitlab_sync.waits import wait_until
 from ops import settings as settings_mod
 from ops.aws import client as aws
-from ops.aws import inventory
+from ops.aws import dns, inventory
 from ops.aws.writer import Ec2Writer
 from ops.checks import Check
 from ops.dr import pair, promote, rebuild, sidecar, topology
 from ops.errors import OpsError
-from ops.hosts.engine import Engine
+from ops.hosts.engine import Engine, labelled
 from ops.progress import Progress
 from ops.rehearsal import load, prometheus, sandbox, teardown
 from ops.rehearsal import standin as gl
@@ -124,6 +124,7 @@ class DrillReport:
             f"  {'pass' if v.ok else 'FAIL'} {v.name:30} {v.detail}" for v in self.verifications
         ]
         out.append("written: " + ", ".join(f"{k} {v}" for k, v in self.written.items()))
+        out += [f"registry: {v.detail}" for v in self.verifications if v.name == "registry"]
         return out
 
 
@@ -178,7 +179,9 @@ class Drill:
         master_side = self.side(settings, old_master, "master")
 
         with Engine.open(master_side.host, master_side.settings) as engine:
-            writer = load.Load(url, lambda: engine.container(sidecar.GITLAB))
+            writer = load.Load(
+                url, lambda: engine.container(sidecar.GITLAB), registry=state.registry_address
+            )
             self.timed("load: set-up", writer.setup)
             with self.step("load until the master dies"):
                 writer.start()
@@ -186,39 +189,31 @@ class Drill:
                 prom = prometheus.Prometheus(state.prometheus_pid, state.prometheus_url)
                 slave_name = self.instance_name(old_slave)
                 firing_before = prom.firing(prometheus.LAG_ALERT)
-                self.kill_master(settings, old_master)
+                died = self.kill_stack(settings, old_master)
+                # Its writes now fail at once (nothing is left to acknowledge one); once the
+                # host is silent, one through its ssh would hang until ssh gives up on it.
                 written = writer.stop()
+                self.silence_host(settings, old_master)
         with self.step("lag alert fires"):
-            self.check_lag_alert(prom, slave_name, firing_before)
+            self.check_lag_alert(prom, slave_name, firing_before, died)
         self.report.written = {
             "commits": len(written.commits),
             "rows": len(written.rows),
             "uploads": len(written.uploads),
-            "failed": len(written.errors),
+            "tags pushed": written.registry.acknowledged("push"),
+            "tags deleted": written.registry.acknowledged("delete"),
+            "failed": len(written.errors) + len(written.registry.errors),
         }
 
-        with self.step("promote-slave"):
-            result, _plan = promote.promote(settings, promote.Flags(), self.progress)
-        if result is None:
-            raise DrillError("promotion returned no report")
-        self.report.promotion = result.to_dict()
-        self.report.rto_seconds, self.report.rpo_seconds = result.rto_seconds, result.rpo_seconds
-        snapshot_started = next(
-            (
-                d.get("snapshot_started_at")
-                for n, _s, d in result.steps
-                if n == "start-slave-gitlab"
-            ),
-            None,
-        )
-        before = moment(str(snapshot_started or "")) or dt.datetime.now(dt.UTC)
-
+        before = self.promote(settings, ec2, old_slave)
         new_master = self.side(settings, old_slave, "master")
         with (
             self.step("verify through the Elastic IP"),
             Engine.open(new_master.host, new_master.settings) as engine,
         ):
-            for found in load.verify(url, engine.container(sidecar.GITLAB), written, before):
+            for found in load.verify(
+                url, engine.container(sidecar.GITLAB), written, before, state.registry_address
+            ):
                 self.check(found.name, found.ok, found.detail)
             lost = sum(1 for _p, _s, at in written.commits if at >= before)
             self.progress(
@@ -242,11 +237,12 @@ class Drill:
         return self.report
 
     def check_lag_alert(
-        self, prom: prometheus.Prometheus, slave: str, before: list[dict[str, str]]
+        self, prom: prometheus.Prometheus, slave: str, before: list[dict[str, str]], died: float
     ) -> None:
-        """The lag alert was quiet before the master died, and fires for the slave after."""
+        """The lag alert was quiet before the master died (at ``died``, a ``time.monotonic()``),
+        and fires for the slave after."""
         fired = prometheus.alert_fired(
-            prom, prometheus.LAG_ALERT, slave, timeout=prometheus.SANDBOX_LAG_ALERT + 60
+            prom, prometheus.LAG_ALERT, slave, timeout=prometheus.SANDBOX_LAG_ALERT + 60, died=died
         )
         quiet_before = not any(a.get("instance") == slave for a in before)
         self.check(
@@ -255,17 +251,21 @@ class Drill:
             fired.detail + ("" if quiet_before else "; but it fired before the master died"),
         )
 
-    def kill_master(self, settings: Settings, instance_id: str) -> None:
-        """SIGKILL the master's containers, silence its host, and tell AWS it stopped."""
+    def kill_stack(self, settings: Settings, instance_id: str) -> float:
+        """The master dies: SIGKILL its stack's containers (GitLab and its sidecar); the
+        ``time.monotonic()`` of its death."""
         side = self.side(settings, instance_id, "master")
         client = docker.from_env()
         project = side.settings.project_name
-        for container in client.containers.list(
-            filters={"label": f"com.docker.compose.project={project}"}
-        ):
+        for container in labelled(client, f"com.docker.compose.project={project}", stopped=False):
             container.kill(signal="SIGKILL")
+        return time.monotonic()
+
+    def silence_host(self, settings: Settings, instance_id: str) -> None:
+        """The dead master's host goes silent (its sshd container paused) and AWS says it
+        stopped."""
         name = self.instance_name(instance_id)
-        client.containers.get(self.layout.container(name)).pause()
+        docker.from_env().containers.get(self.layout.container(name)).pause()
         Ec2Writer(settings, aws.ec2_client(settings)).stop_instance(instance_id)
         self.progress(f"master {instance_id} killed: containers SIGKILLed, host silent, stopped")
 
@@ -283,8 +283,8 @@ class Drill:
         client = docker.from_env()
         client.containers.get(self.layout.container(self.instance_name(instance_id))).unpause()
         side = self.side(settings, instance_id, "master")
-        for container in client.containers.list(
-            all=True, filters={"label": f"com.docker.compose.project={side.settings.project_name}"}
+        for container in labelled(
+            client, f"com.docker.compose.project={side.settings.project_name}"
         ):
             container.start()
         self.progress(f"old master {instance_id} is back, its sidecar running")
@@ -345,6 +345,52 @@ class Drill:
             self.check("old master's sending refused", False, str(exc))
             return
         self.check("old master's sending refused", True, error)
+
+    def promote(self, settings: Settings, ec2: Any, new_master: str) -> dt.datetime:
+        """inv promote-slave, recorded in the report; the instant of the snapshot it started
+        from (what was acknowledged before it must be there)."""
+        with self.step("promote-slave"):
+            result, _plan = promote.promote(settings, promote.Flags(), self.progress)
+        if result is None:
+            raise DrillError("promotion returned no report")
+        self.report.promotion = result.to_dict()
+        self.report.rto_seconds, self.report.rpo_seconds = result.rto_seconds, result.rpo_seconds
+        snapshot_started = next(
+            (
+                d.get("snapshot_started_at")
+                for n, _s, d in result.steps
+                if n == "start-slave-gitlab"
+            ),
+            None,
+        )
+        before = moment(str(snapshot_started or "")) or dt.datetime.now(dt.UTC)
+
+        if settings.dns_zone:
+            self.check_record(settings, ec2, new_master, result.to_dict())
+        return before
+
+    def check_record(
+        self, settings: Settings, ec2: Any, new_master: str, promotion: dict[str, Any]
+    ) -> None:
+        """With a DNS record (SANDBOX_DNS=name), promotion moved it to the new master: Route 53
+        (moto) holds the new master's address, and the report says so."""
+        moved = inventory.describe_pair(settings, ec2)
+        want = dns.target_ip(settings, moved)
+        route53 = aws.route53_client(settings)
+        name = dns.record_name(settings)
+        held = dns.read_record(route53, dns.find_zone(settings, route53), name)
+        host = next(h for h in moved.hosts if h.instance_id == new_master)
+        said = json.dumps(promotion)
+        ok = (
+            want is not None
+            and held.values == (want,)
+            and want in {host.private_ip, host.public_ip}
+        )
+        reported = f"DNS {name} -> {want}" in said
+        detail = f"{name}: {held.text()} (the new master {new_master})"
+        if not reported:
+            detail += "; the promotion's report does not say it moved the record"
+        self.check("DNS record moved", ok and reported, detail)
 
     def check_new_pair(self, settings: Settings, url: str, master: str, slave: str) -> None:
         pushed_at = dt.datetime.now(dt.UTC)

@@ -107,6 +107,7 @@ class SshdInstance:
         self.name: str | None = None
         self.labels: dict[str, str] = {}
         self.docker: DockerOnHost = "socket"
+        self.bastion = False
         self.host_key: Path | None = None
         self.client_key: Path | None = None
         self._container: Container | None = None
@@ -127,6 +128,12 @@ class SshdInstance:
 
     def with_docker(self, docker_on_host: DockerOnHost) -> Self:
         self.docker = docker_on_host
+        return self
+
+    def as_bastion(self) -> Self:
+        """A jump host: sshd forwards connections (``ssh -W``) to the hosts behind it, and no
+        engine is offered."""
+        self.bastion, self.docker = True, "no-engine"
         return self
 
     @property
@@ -167,7 +174,10 @@ class SshdInstance:
                 self.image,
                 name=self.name,
                 detach=True,
-                environment={"SSHD_DOCKER": self.docker},
+                environment={
+                    "SSHD_DOCKER": self.docker,
+                    "SSHD_BASTION": "yes" if self.bastion else "no",
+                },
                 labels=self.labels,
                 ports={"22/tcp": ("127.0.0.1", 0)},  # 0: a free port
                 volumes=volumes,

@@ -27,6 +27,10 @@ DEFAULT_DIR = ROOT / ".sandbox"
 LABEL = "gitlab-dr.sandbox"
 """Label on the sandbox's host containers; its value is the sandbox's folder."""
 REGION = "eu-west-1"
+DNS_ZONE = "sandbox.test"
+"""The hosted zone the sandbox makes in moto when SANDBOX_DNS=name."""
+HOSTNAME = f"gitlab.{DNS_ZONE}"
+"""The sandbox's GITLAB_HOSTNAME, and its DNS record's name with SANDBOX_DNS=name."""
 USER = "admin"
 NAMES = ("a", "b")
 """The two instances, by the role they start in: a is launched as master, b as slave."""
@@ -145,6 +149,7 @@ def sandbox_values(
     sync_image: str = "gitlab-dr/gitlab-rsync:local",
     sync_address_host: str,
     filesystem: str = "btrfs",
+    dns: str = "off",
     public_url: str = "",
     ami_id: str = "",
     instances: tuple[Instance, ...] = (),
@@ -154,9 +159,9 @@ def sandbox_values(
         "PROJECT_NAME": layout.project,
         "GITLAB_IMAGE": gitlab_image,
         "SYNC_IMAGE": sync_image,
-        "GITLAB_HOSTNAME": "gitlab.sandbox.test",
+        "GITLAB_HOSTNAME": HOSTNAME,
         "BASE_IMAGE": base_image,
-        "SYNC_INTERVAL": "1m",
+        "SYNC_INTERVAL": "20s",
         "SSH_USER": USER,
         "SSH_KEY_FILE": str(layout.client_key),
         "SSH_KNOWN_HOSTS": str(layout.known_hosts),
@@ -182,7 +187,15 @@ def sandbox_values(
         "METRICS_BIND": "127.0.0.1",
         "AWS_WAIT_TIMEOUT": "30s",
         "SANDBOX_FILESYSTEM": filesystem,
+        "SANDBOX_DNS": dns,
     }
+    if dns == "name":  # no Elastic IP: clients find GitLab by a record in moto's zone
+        values.update(
+            USE_ELASTIC_IP="false",
+            DNS_ZONE=DNS_ZONE,
+            DNS_NAME=HOSTNAME,
+            DNS_TTL="5",
+        )
     hosts_words, override_words = [], []
     for inst in instances:
         iid = inst.instance_id
@@ -210,12 +223,14 @@ class State:
     project: str
     started_at: str = ""
     filesystem: str = ""
+    dns: str = "off"  # SANDBOX_DNS: "name" when clients find GitLab by its Route 53 record
     moto_pid: int = 0
     moto_url: str = ""
     forwarder_pid: int = 0
     prometheus_pid: int = 0
     prometheus_url: str = ""
     gitlab_url: str = ""
+    registry_address: str = ""  # the Elastic IP's container registry (the forwarder's), host:port
     ami_id: str = ""
     containers: list[str] = field(default_factory=list)
     instances: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +260,7 @@ class State:
         env_file = SandboxLayout(Path(self.root)).env_file
         out = [
             f"GitLab, through the Elastic IP: {self.gitlab_url}",
+            f"its container registry, through the Elastic IP: {self.registry_address}",
             f"AWS (moto): {self.moto_url}",
             f"Prometheus (both sidecars, the alert rules): {self.prometheus_url}",
         ]

@@ -1,12 +1,14 @@
 """A realistic write load on a GitLab, and the checks that nothing acknowledged was lost.
 
 The load writes the way users do: commits pushed over HTTP to several projects, rows inserted
-in PostgreSQL, uploads PUT over HTTP. It remembers when each write was acknowledged. After a
-promotion, :func:`verify` checks through the public address that every write acknowledged
-before the snapshot's pass began is there: every project clones, every acknowledged commit is
-reachable from its branch, every acknowledged row is in the table, every acknowledged upload
-reads back byte for byte, and every repository passes ``git fsck --connectivity-only`` with
-every ref resolving.
+in PostgreSQL, uploads PUT over HTTP, and, given the registry's address, images pushed with
+skopeo (new tags, tags pushed again, tags deleted: :class:`ops.rehearsal.registry.RegistryLoad`).
+It remembers when each write was acknowledged. After a promotion, :func:`verify` checks through
+the public address that every write acknowledged before the snapshot's pass began is there:
+every project clones, every acknowledged commit is reachable from its branch, every
+acknowledged row is in the table, every acknowledged upload reads back byte for byte, every
+repository passes ``git fsck --connectivity-only`` with every ref resolving, every tag pulls
+with its digest and every registry link resolves to a blob.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from docker.models.containers import Container
 
 from ops.checks import Check
 from ops.errors import OpsError
+from ops.rehearsal import registry as reg
 from ops.rehearsal import standin as gl
 from ops.rehearsal.verify import check_repositories, check_rows
 
@@ -42,15 +45,22 @@ class Written:
     rows: list[tuple[int, dt.datetime]] = field(default_factory=list)
     uploads: list[tuple[str, str, dt.datetime]] = field(default_factory=list)  # path, sha256
     errors: list[str] = field(default_factory=list)
+    registry: reg.RegistryWritten = field(default_factory=reg.RegistryWritten)
 
 
 class Load:
-    """Writes to GitLab at ``url`` (and its database through ``gitlab`` container)."""
+    """Writes to GitLab at ``url`` (and its database through ``gitlab`` container), and to its
+    container registry at ``registry`` (host:port) when given."""
 
-    def __init__(self, url: str, gitlab: Callable[[], Container], projects: int = 3):
+    def __init__(
+        self, url: str, gitlab: Callable[[], Container], projects: int = 3, registry: str = ""
+    ):
         self.url, self.gitlab = url, gitlab
         self.projects = [f"drill/project-{i}" for i in range(projects)]
         self.written = Written()
+        self.images = reg.RegistryLoad(registry) if registry else None
+        if self.images:
+            self.written.registry = self.images.written
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._work = Path(tempfile.mkdtemp(prefix="gitlab-dr-load-"))
@@ -63,6 +73,9 @@ class Load:
         )
         for project in self.projects:
             self._commit(project, 0)
+        if self.images:
+            for n in range(len(self.images.repos)):
+                self.images.step(n)
 
     def _commit(self, project: str, n: int) -> None:
         sha = gl.push_commit(
@@ -85,12 +98,15 @@ class Load:
         self.written.uploads.append((path, hashlib.sha256(data).hexdigest(), _now()))
 
     def step(self, n: int) -> None:
-        """One round: a commit, a row, an upload."""
+        """One round: a commit, a row, an upload (and a registry write)."""
         writes: list[Callable[[], None]] = [
             lambda: self._commit(self.projects[n % len(self.projects)], n),
             lambda: self._row(n),
             lambda: self._upload(n),
         ]
+        if self.images:
+            images = self.images
+            writes.append(lambda: images.step(n + len(images.repos)))
         for write in writes:
             try:
                 write()
@@ -115,12 +131,15 @@ class Load:
         return self.written
 
 
-def verify(url: str, gitlab: Container, written: Written, before: dt.datetime) -> list[Check]:
+def verify(
+    url: str, gitlab: Container, written: Written, before: dt.datetime, registry: str = ""
+) -> list[Check]:
     """Check through ``url`` that every write acknowledged before ``before`` survived.
 
-    Clones and uploads go through the public address (what users reach); rows and repositories
-    are checked in the container with :mod:`ops.rehearsal.verify`'s checks, the same the
-    consistency tests run on a started copy.
+    Clones, uploads and (through ``registry``, host:port) image pulls go through the public
+    address (what users reach); rows, repositories and registry links are checked in the
+    container with :mod:`ops.rehearsal.verify`'s and :mod:`ops.rehearsal.registry`'s checks, the
+    same the consistency tests run on a started copy.
     """
     out: list[Check] = []
     work = Path(tempfile.mkdtemp(prefix="gitlab-dr-verify-"))
@@ -161,6 +180,9 @@ def verify(url: str, gitlab: Container, written: Written, before: dt.datetime) -
         )
     )
     out += check_repositories(gitlab)
+    if registry:
+        expected = reg.expected_tags(written.registry.events, before.timestamp())
+        out.append(reg.check_promoted(registry, gitlab, expected, written.registry.errors))
     return out
 
 

@@ -20,6 +20,7 @@ import requests.exceptions
 from docker.models.containers import Container
 
 from ops.errors import SandboxError
+from ops.hosts.engine import labelled
 from ops.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,15 +133,12 @@ class Cleanup:
 
     def project(self, client: docker.DockerClient, project: str) -> None:
         """Remove what Compose made for ``project``: containers, their volumes, networks."""
-        label: dict[str, str | list[str] | bool] = {
-            "label": f"com.docker.compose.project={project}"
-        }
+        label = f"com.docker.compose.project={project}"
         try:
-            found = client.containers.list(all=True, filters=label)
-            volumes = self.containers(found)
-            for network in client.networks.list(filters=label):
+            volumes = self.containers(labelled(client, label))
+            for network in client.networks.list(filters={"label": label}):
                 self.attempt(f"network {network.name}", network.remove)
-            volumes += [v.name for v in client.volumes.list(filters=label)]
+            volumes += [v.name for v in client.volumes.list(filters={"label": label})]
         except DockerFailure as exc:
             self.failed(f"the stack {project}", f"listing it failed: {explain(exc)}")
             return

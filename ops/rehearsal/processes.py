@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,21 +25,50 @@ PROMETHEUS = "prometheus --config.file"
 """The words of their command lines that say a process is the sandbox's."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where the kernel keeps the ports it hands out for connections and ``bind(0)``; Docker takes a
+container's unnamed published ports from the same range."""
+
+_LOWEST = 10000
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 now (bound by the kernel's choice, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port free on every address now, and one that nothing hands out by itself later.
+
+    The sandbox names its ports long before they are bound (a stack's ports at ``sandbox.up``,
+    bound at ``pair`` or at promotion), so a port from the ephemeral range could meanwhile become
+    the local end of some connection, or another container's published port, and the bind then
+    fails. The port is drawn below that range, never twice in one process; with no room there
+    (a range starting under 10000) it is the kernel's choice.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    candidates = [port for port in range(_LOWEST, low) if port not in _given]
+    for port in random.sample(candidates, min(len(candidates), 200)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))  # noqa: S104 - a probe, closed at once
+            except OSError:
+                continue
+        _given.add(port)
         return port
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))  # noqa: S104 - a probe, closed at once
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
-def http_answers(url: str) -> bool:
-    """Whether anything answers HTTP at ``url`` (any status)."""
+def http_answers(url: str, ok_only: bool = False) -> bool:
+    """Whether anything answers HTTP at ``url``: any status, or with ``ok_only`` a 2xx one (a
+    readiness endpoint answers 503 while it is not ready)."""
     try:
         with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - http://127.0.0.1 only
             return True
     except urllib.error.HTTPError:
-        return True
+        return not ok_only
     except (OSError, ValueError):
         return False
 

@@ -49,7 +49,7 @@ from gitlab_sync.waits import wait_until
 from ops import settings as settings_mod
 from ops.aws import client as aws
 from ops.aws import launch as launch_mod
-from ops.aws.writer import Ec2Writer
+from ops.aws.writer import Ec2Writer, Route53Writer
 from ops.dr import topology
 from ops.errors import SandboxError
 from ops.hosts import ssh as hosts
@@ -64,6 +64,8 @@ from ops.rehearsal.instance import (
 )
 from ops.rehearsal.layout import (
     DEFAULT_DIR,
+    DNS_ZONE,
+    HOSTNAME,
     LABEL,
     NAMES,
     ROOT,
@@ -134,6 +136,7 @@ def up(
     """
     layout = SandboxLayout(directory.resolve())
     filesystem = _from_environment("SANDBOX_FILESYSTEM").sandbox_filesystem
+    dns = _from_environment("SANDBOX_DNS").sandbox_dns
     existing = State.load(layout)
     if existing is not None:
         found = problems(existing)
@@ -153,6 +156,7 @@ def up(
         layout.project,
         started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         filesystem=filesystem,
+        dns=dns,
     )
     state.save(layout)
     try:
@@ -188,6 +192,7 @@ def _up(layout: SandboxLayout, state: State, progress: Progress, gitlab_image: s
     volumes.make(layout, state.filesystem, progress)
     _start_moto(layout, state, progress)
     state.gitlab_url = f"http://127.0.0.1:{free_port()}"  # the forwarder's, the Elastic IP's
+    state.registry_address = f"127.0.0.1:{free_port()}"  # the same forwarder's, the registry's
 
     def values(instances: tuple[Instance, ...] = ()) -> dict[str, str]:
         return sandbox_values(
@@ -198,6 +203,7 @@ def _up(layout: SandboxLayout, state: State, progress: Progress, gitlab_image: s
             sync_image=sync_image(),
             sync_address_host=gateway,
             filesystem=state.filesystem,
+            dns=state.dns,
             public_url=state.gitlab_url,
             ami_id=state.ami_id,
             instances=instances,
@@ -310,6 +316,8 @@ def _launch(
     """Register the AMI and run inv launch's code against moto; the instance ids by name."""
     settings = _write_settings(layout, values())
     ec2 = aws.ec2_client(settings)
+    if state.dns == "name":
+        _make_zone(settings, progress)
     state.ami_id = Ec2Writer(settings, ec2).register_ami(
         f"{layout.project}-ami", "the sandbox's AMI", root_device="/dev/xvda", root_size_gb=8
     )
@@ -324,9 +332,16 @@ def _launch(
     return {"a": report.pair.master.instance_id, "b": report.pair.slave.instance_id}
 
 
+def _make_zone(settings: Settings, progress: Progress) -> None:
+    """The hosted zone a company would have made: inv launch creates GitLab's record in it."""
+    zone = Route53Writer(aws.route53_client(settings)).create_zone(DNS_ZONE, settings.project_name)
+    progress(f"dns: hosted zone {DNS_ZONE} ({zone}) in moto; no Elastic IP")
+
+
 def _start_forwarder(layout: SandboxLayout, state: State, progress: Progress) -> None:
     port = int(state.gitlab_url.rsplit(":", 1)[1])
-    progress(f"forwarder: the Elastic IP's address is {state.gitlab_url}")
+    door = f"{HOSTNAME}'s" if state.dns == "name" else "the Elastic IP's"
+    progress(f"forwarder: {door} address is {state.gitlab_url}")
     argv = [
         sys.executable,
         "-m",
@@ -337,6 +352,8 @@ def _start_forwarder(layout: SandboxLayout, state: State, progress: Progress) ->
         str(layout.forwarder_status),
         "--sandbox",
         str(layout.root),
+        "--also",
+        f"registry={state.registry_address}",
     ]
     env = {**base_env(), "ENV_FILE": str(layout.env_file), "PYTHONPATH": str(ROOT)}
     state.forwarder_pid = spawn(argv, layout.root / "forwarder.log", env, ROOT)

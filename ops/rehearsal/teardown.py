@@ -17,6 +17,7 @@ import docker
 
 from ops import settings as settings_mod
 from ops.errors import OpsError, SandboxError
+from ops.hosts.engine import labelled
 from ops.hosts.ssh import parse_host, ssh_argv
 from ops.progress import Progress
 from ops.rehearsal import volumes
@@ -107,7 +108,7 @@ def _close_ssh(cleanup: Cleanup, layout: SandboxLayout, state: State) -> None:
 
 def _remove_hosts(cleanup: Cleanup, client: docker.DockerClient, layout: SandboxLayout) -> None:
     try:
-        found = client.containers.list(all=True, filters={"label": f"{LABEL}={layout.root}"})
+        found = labelled(client, f"{LABEL}={layout.root}")
     except DockerFailure as exc:
         cleanup.failed("the sandbox's host containers", f"listing them failed: {explain(exc)}")
         return

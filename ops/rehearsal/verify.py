@@ -3,8 +3,9 @@
 Run against a GitLab container (the stand-in, or Omnibus for the parts they share) started on a
 prepared copy of a snapshot: readiness goes green, PostgreSQL is out of recovery, the rows and
 commits and uploads acknowledged before a moment are all there, every repository is connected
-(``git fsck --connectivity-only``) and every ref resolves. Like ``barman check``: each check
-has a name, a result, what was seen and a hint (:class:`ops.checks.Check`);
+(``git fsck --connectivity-only``) and every ref resolves, every registry link resolves to a
+blob and every tag acknowledged before the moment names what it named then. Like ``barman
+check``: each check has a name, a result, what was seen and a hint (:class:`ops.checks.Check`);
 :attr:`Verification.ok` is the verdict.
 """
 
@@ -18,6 +19,7 @@ from docker.models.containers import Container
 
 from ops.checks import Check
 from ops.errors import OpsError
+from ops.rehearsal import registry as reg
 from ops.rehearsal import standin as gl
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,6 +58,8 @@ class Expectation:
     ``rows``: keys of ``table.column`` that must be present. ``commits``: for each project, a
     commit that ``branch`` must contain (the newest acknowledged before that moment).
     ``uploads``: files under GitLab's uploads directory and the SHA-256 of their bytes.
+    ``tags``: registry tags (``repo:tag``) and what each must name
+    (:func:`ops.rehearsal.registry.expected_tags`).
     """
 
     table: str = ""
@@ -64,6 +68,7 @@ class Expectation:
     commits: Mapping[str, str] = field(default_factory=dict)
     branch: str = "main"
     uploads: Mapping[str, str] = field(default_factory=dict)  # path under uploads -> sha256
+    tags: Mapping[str, reg.TagExpectation] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -209,6 +214,19 @@ def check_uploads(container: Container, uploads: Mapping[str, str]) -> Check:
     return Check("uploads", True, f"all {len(paths)} uploads there, byte for byte")
 
 
+def check_registry(container: Container, tags: Mapping[str, reg.TagExpectation]) -> list[Check]:
+    """Every link of the registry's storage resolves to a blob; every tag in ``tags`` names what
+    it must."""
+    try:
+        links = reg.links_in_container(container)
+    except reg.RegistryError as exc:
+        return [Check("registry links", False, str(exc), "the registry's storage is unreadable")]
+    checks = [reg.check_links(links)]
+    if tags:
+        checks.append(reg.check_tags(links, tags))
+    return checks
+
+
 def verify(
     container: Container,
     base_url: str,
@@ -227,4 +245,5 @@ def verify(
         checks.append(check_commits(container, expect.commits, expect.branch))
     if expect.uploads:
         checks.append(check_uploads(container, expect.uploads))
+    checks += check_registry(container, expect.tags)
     return Verification(tuple(checks))

@@ -5,13 +5,16 @@ live: the repositories' refs first, then the rest of the tree, and, while GitLab
 runs, the whole pass is a base backup through PostgreSQL's low-level API (``pg.py``).
 
 1. ``pg_backup_start``; 2. refs (objects they name are copied later); 3. everything else but
-   the refs and what a base backup leaves out; 4. ``pg_backup_stop``;
-5. everything but the refs and PostgreSQL's data directory **again**: the database is
-   recovered to the stop, so it may hold a row naming a file (an upload, an LFS object, an
-   artifact, a registry tag and its blobs, a commit's objects) written after step 3 had passed
-   it; GitLab writes the file before the row, so such a file was written before the stop, and
-   this step brings it;
-6. the backup label and the WAL from the backup's first segment to its last.
+   the refs, the registry's blobs and what a base backup leaves out; 4. ``pg_backup_stop``;
+5. everything but the refs, the registry's blobs and PostgreSQL's data directory **again**:
+   the database is recovered to the stop, so it may hold a row naming a file (an upload, an
+   LFS object, an artifact, a registry tag, a commit's objects) written after step 3 had
+   passed it; GitLab writes the file before the row, so such a file was written before the
+   stop, and this step brings it;
+6. the backup label and the WAL from the backup's first segment to its last;
+7. the registry's blobs, last: every link copied in steps 3 and 5 was written after its blob,
+   so the blob is there now (the registry deletes none while it runs). Without PostgreSQL (or
+   with it stopped) a pass is steps 2, 3 and 7.
 
 What step 5 still cannot cover: a file the database names that was deleted, renamed or
 rewritten between the stop and step 5 (the snapshot then lacks it, or holds a newer one than
@@ -31,9 +34,9 @@ from gitlab_sync import pg, rsync
 from gitlab_sync.config import SyncError
 from gitlab_sync.filters import (
     after_stop_filters,
-    not_refs_filters,
-    postgres_excludes,
+    files_filters,
     refs_filters,
+    registry_blobs_filters,
     wal_filters,
 )
 from gitlab_sync.records import PassRecord
@@ -56,7 +59,7 @@ def postgresql_mode(cluster: pg.PgCluster) -> str:
 
 
 def send(sender: Sender, record: PassRecord) -> tuple[rsync.Stats, dict[str, Any]]:
-    """Steps 1 to 6 into the pass's ``.incoming``; what was sent, and the record's fields."""
+    """Steps 1 to 7 into the pass's ``.incoming``; what was sent, and the record's fields."""
     source = sender.paths.source
     cluster = pg.PgCluster(source)
     mode = postgresql_mode(cluster)
@@ -77,14 +80,16 @@ def send(sender: Sender, record: PassRecord) -> tuple[rsync.Stats, dict[str, Any
         sender.phase(record, "refs")
         totals = add(totals, sender.copy(source, record.id, refs_filters(), retry_vanished=True))
         sender.phase(record, "files")
-        excludes = postgres_excludes() if mode == "backup" else []
-        rest = [*not_refs_filters(), *excludes]
+        rest = files_filters(backup=mode == "backup")
         totals = add(totals, sender.copy(source, record.id, rest, retry_vanished=True))
         if session is not None:
             sent, backup = _finish(sender, record, session, cluster)
             totals = add(totals, sent)
             overhead += backup.pop("finish_s")
             fields.update(backup, backup_overhead_s=round(overhead, 3))
+        sender.phase(record, "registry-blobs")
+        blobs = registry_blobs_filters()
+        totals = add(totals, sender.copy(source, record.id, blobs, retry_vanished=True))
     finally:
         if session is not None:
             session.close()

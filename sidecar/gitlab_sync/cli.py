@@ -256,6 +256,7 @@ def status(paths: Paths) -> SidecarStatus:
             current=summary["current"],
             last_contact=_last_contact(paths, area),
             secrets_present=(area.current / "config" / "gitlab-secrets.json").is_file(),
+            newest_verified=summary["newest_verified"],
         )
     return base
 
@@ -284,6 +285,9 @@ def _status_text(d: dict[str, Any]) -> str:
     now = d["in_progress"]
     lines.append("in progress:   " + (f"{now['id']} since {now['started_at']}" if now else "-"))
     lines.append(f"snapshots:     {d['snapshots'] if d['snapshots'] is not None else '?'}")
+    if d["role"] == "slave":
+        good = d.get("newest_verified")
+        lines.append("verified:      " + (f"{good['name']} at {good['at']}" if good else "none"))
     err = d["last_error"]
     lines.append("last error:    " + (f"{err['at']}: {err['message']}" if err else "-"))
     return "\n".join(lines)

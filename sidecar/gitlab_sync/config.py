@@ -12,9 +12,11 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+
+from gitlab_sync.retention import Tiers
 
 Role = Literal["master", "slave"]
 Log = Callable[[str], None]
@@ -97,30 +99,74 @@ class Tunables:
     batch: float = 0.2  # quiet time closing a batch of events
     max_delay: float = 1.0  # longest a batch waits once it has an event
     bwlimit: int = 0  # KiB/s, 0 = none
-    keep: int = 24  # snapshots kept at most
-    max_age: float = 7 * 86400.0  # snapshots older than this are pruned (never the newest)
+    # Retention (gitlab_sync.retention): every snapshot younger than keep_all, the newest of
+    # each minute, hour and UTC day younger than the next three, at most keep_max (0: no cap).
+    keep_all: float = Tiers.every
+    keep_minutely: float = Tiers.minutely
+    keep_hourly: float = Tiers.hourly
+    keep_daily: float = Tiers.daily
+    keep_max: int = Tiers.most
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Tunables:
         env = os.environ if environ is None else environ
         base = cls()
+        retired = [name for name in RETIRED if name in env]
+        if retired:
+            raise SyncError(f"{' and '.join(retired)}: {RETIRED_WHY}")
+
+        def span(name: str, default: float) -> float:
+            return parse_duration(env.get(name, f"{default:g}"))
+
         try:
             return cls(
                 interval=parse_duration(env.get("SYNC_INTERVAL", "300")),
                 batch=parse_duration(env.get("SYNC_BATCH", str(base.batch))),
                 max_delay=parse_duration(env.get("SYNC_MAX_DELAY", str(base.max_delay))),
                 bwlimit=int(env.get("SYNC_BWLIMIT", "0")),
-                keep=max(1, int(env.get("SNAPSHOT_KEEP", "24"))),
-                max_age=parse_duration(env.get("SNAPSHOT_MAX_AGE", "7d")),
+                keep_all=span("SNAPSHOT_KEEP_ALL", base.keep_all),
+                keep_minutely=span("SNAPSHOT_KEEP_MINUTELY", base.keep_minutely),
+                keep_hourly=span("SNAPSHOT_KEEP_HOURLY", base.keep_hourly),
+                keep_daily=span("SNAPSHOT_KEEP_DAILY", base.keep_daily),
+                keep_max=_count(env.get("SNAPSHOT_KEEP_MAX", "0")),
             )
         except ValueError as exc:
             raise SyncError(f"bad sidecar setting: {exc}") from None
 
     @classmethod
     def saved(cls, paths: Paths) -> Tunables:
-        """The daemon's tunables, as it saved them: sshd gives the receiver no environment."""
+        """The daemon's tunables, as it saved them: sshd gives the receiver no environment.
+        Fields an older version saved and this one lacks are left out."""
         data = read_json(paths.tunables)
-        return cls(**data) if isinstance(data, dict) else cls.from_env()
+        if not isinstance(data, dict):
+            return cls.from_env()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def tiers(self) -> Tiers:
+        return Tiers(
+            every=self.keep_all,
+            minutely=self.keep_minutely,
+            hourly=self.keep_hourly,
+            daily=self.keep_daily,
+            most=self.keep_max,
+        )
+
+
+RETIRED = ("SNAPSHOT_KEEP", "SNAPSHOT_MAX_AGE")
+RETIRED_WHY = (
+    "no longer read: retention is by tiers, SNAPSHOT_KEEP_ALL, SNAPSHOT_KEEP_MINUTELY, "
+    "SNAPSHOT_KEEP_HOURLY and SNAPSHOT_KEEP_DAILY (SNAPSHOT_KEEP_MAX caps the count)"
+)
+"""The settings retention by tiers replaced, refused rather than read with another meaning: a
+count of 24 kept 24 seconds of history at a pass a second."""
+
+
+def _count(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise ValueError(f"a whole number of snapshots (0: no limit), not {text!r}")
+    return int(text)
 
 
 _HOST = re.compile(

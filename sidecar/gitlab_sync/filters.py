@@ -2,7 +2,8 @@
 
 From a frozen snapshot (one instant): the whole tree but PostgreSQL's pid file, options file
 and socket (:func:`frozen_excludes`). On the fallback (a live tree): refs first, then everything
-else, then (after pg_backup_stop) everything else again and PostgreSQL's WAL.
+else but the registry's blobs, then (after pg_backup_stop) the same again and PostgreSQL's WAL,
+and the registry's blobs last.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from gitlab_sync import pg
 
 # Paths in the rsync filters are anchored at the root of the transfer: GITLAB_HOME.
 REPOSITORIES = "/data/git-data/repositories"
+# The container registry's blobs (Omnibus's default registry_path): the files its links name.
+REGISTRY_BLOBS = "/data/gitlab-rails/shared/registry/docker/registry/v2/blobs"
 # What a ref is, in the two filter forms the passes need: excluded from the second pass with
 # ``refs/**`` (the refs directory itself still arrives, so a new repository is never broken),
 # included in the first with ``refs/***`` (the directory and all in it) inside a ``*.git``.
@@ -46,6 +49,36 @@ def not_refs_filters() -> list[str]:
     return [f"--exclude={REPOSITORIES}/{p}" for p in _REF_PATTERNS]
 
 
+def not_blobs_filters() -> list[str]:
+    """Steps 3 and 5 leave the registry's blobs to the last step (and protect them there
+    from ``--delete``)."""
+    return [f"--exclude={REGISTRY_BLOBS}/"]
+
+
+def files_filters(backup: bool) -> list[str]:
+    """Step 3 of a fallback pass: everything but the refs and the registry's blobs, and, in a
+    base backup, but what one leaves out."""
+    return [*not_refs_filters(), *not_blobs_filters(), *(postgres_excludes() if backup else [])]
+
+
+def registry_blobs_filters() -> list[str]:
+    """The last rsync of a fallback pass: the registry's blobs, nothing else.
+
+    The registry writes a blob before any link to it (a layer's, a manifest's revision, a
+    tag), and never deletes one while it runs (garbage collection is offline). Copied after
+    every link the pass copied, each of those links finds its blob; copied in the same walk
+    as the links, blobs sort first and a push between the two left a tag naming a manifest
+    the copy lacked.
+    """
+    return [*_included_parents(REGISTRY_BLOBS), f"--include={REGISTRY_BLOBS}/***", "--exclude=*"]
+
+
+def _included_parents(path: str) -> list[str]:
+    """The ``--include`` of each folder above ``path`` (anchored), so rsync walks down to it."""
+    parts = path.strip("/").split("/")[:-1]
+    return [f"--include=/{'/'.join(parts[: i + 1])}/" for i in range(len(parts))]
+
+
 def frozen_excludes() -> list[str]:
     """What a pass from a frozen snapshot leaves out: the server's pid and options files, its
     socket and the socket's lock file. The copy is a crash image; PostgreSQL starts it by its
@@ -64,6 +97,7 @@ def after_stop_filters() -> list[str]:
     written before the stop, which a row of the backup may name, is in the snapshot."""
     return [
         *not_refs_filters(),
+        *not_blobs_filters(),
         f"--exclude=/{pg.DATA_DIR}/",
         f"--exclude=/{pg.SOCKET_DIR}/.s.PGSQL.*",
     ]
@@ -79,12 +113,10 @@ def postgres_excludes() -> list[str]:
 def wal_filters(skip: Sequence[str] = ()) -> list[str]:
     """The last rsync of a backup pass, after pg_backup_stop: pg_wal only, but the ``skip``
     segments and archive_status's contents (the copy's server needs neither)."""
-    parts = pg.DATA_DIR.split("/")
-    parents = ["/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
     return [
         *(f"--exclude=/{pg.DATA_DIR}/pg_wal/{name}" for name in skip),
         f"--exclude=/{pg.DATA_DIR}/pg_wal/archive_status/*",
-        *(f"--include={p}" for p in parents),
+        *_included_parents(f"/{pg.DATA_DIR}/pg_wal"),
         f"--include=/{pg.DATA_DIR}/pg_wal/***",
         "--exclude=*",
     ]

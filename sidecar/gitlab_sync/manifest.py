@@ -44,8 +44,13 @@ def _walk(root: bytes) -> Iterator[bytes]:
 
 
 def manifest(root: str, hashes: bool = True) -> list[dict[str, Any]]:
-    """The manifest of the tree at ``root`` (symlinks are recorded, never followed)."""
-    base = os.fsencode(root)
+    """The manifest of the tree at ``root`` (symlinks are recorded, never followed).
+
+    ``root`` is resolved once, first: ``/sync/current`` moves to the next snapshot while a
+    pass lands, and a walk through the link would then read half of one snapshot and half of
+    the next (or stat a name the next one no longer has).
+    """
+    base = os.fsencode(os.path.realpath(root))
     records: list[dict[str, Any]] = []
     inodes: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for rel in sorted(_walk(base)):

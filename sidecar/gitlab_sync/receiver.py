@@ -74,7 +74,7 @@ def serve(environ: Mapping[str, str], paths: Paths, tunables: Tunables) -> int:
         # the pass's own records: said in the receiver's words, which the master reports.
         why = (
             f"the slave's sync area is full (no space or no inodes left): {exc.strerror}; free "
-            "some or lower SNAPSHOT_KEEP"
+            "some, or keep fewer snapshots (SNAPSHOT_KEEP_* spans, SNAPSHOT_KEEP_MAX)"
             if exc.errno in {errno.ENOSPC, errno.EDQUOT}
             else f"{exc.strerror or exc}"
         )
@@ -136,7 +136,7 @@ def _serve(words: list[str], paths: Paths, tunables: Tunables) -> int:
     if verb == "commit":
         extra, instant = commit_words(epoch, words[4:])
         with area.locked(wait=True):
-            done = area.commit(pass_id, tunables.keep, tunables.max_age, extra, instant)
+            done = area.commit(pass_id, tunables.tiers, extra, instant)
         _record(paths, error="", committed=done["snapshot"])
         print(json.dumps(done))
         return 0
@@ -196,7 +196,7 @@ def _receive(
         why = area.continues_from(base) if base is not None else ""
         if why:
             raise SyncError(f"refused: base={base}: {why}; send a full pass")
-        area.begin(pass_id, epoch, dt.datetime.now(dt.UTC))
+        area.begin(pass_id, epoch, dt.datetime.now(dt.UTC), changes_from=base)
         # stdin/stdout are the SSH channel: rsync's protocol runs over them untouched.
         code = subprocess.run(argv, check=False).returncode
         result = rsync.result_for(code, "", "")

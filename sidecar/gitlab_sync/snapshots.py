@@ -5,8 +5,9 @@ Layout under the sync area (``/sync`` in the container, ``SYNC_HOME`` on the hos
     .incoming/             the pass being received (never read by anyone else)
     .incoming.json         that pass: id, start time, epoch, state (receiving/received/failed)
     snapshots/<name>/      complete snapshots; <name> is the pass's start time, sortable
-    snapshots/<name>.json  their metadata
+    snapshots/<name>.json  their metadata (with ``verified``, the last verification's result)
     current -> snapshots/<name>   the newest complete snapshot: what promotion starts from
+    .verified.json         the newest snapshot verified ok: name and when (rewritten at each mark)
     .trash/                pruned folders and abandoned passes, deleted in the background
 
 Two methods, chosen by the area's own filesystem (:func:`gitlab_sync.layout.sync_method`; the
@@ -22,7 +23,9 @@ metadata:
   files from ``current`` (``--link-dest``); pruning moves folders into the trash.
 
 A pass becomes a snapshot by one rename, and ``current`` moves by one rename: a pass cut short
-at any point leaves the previous complete snapshot untouched and still ``current``.
+at any point leaves the previous complete snapshot untouched and still ``current``. Each commit
+then prunes what the retention tiers do not keep (:mod:`gitlab_sync.retention`), never
+``current`` nor the newest snapshot verified ok.
 """
 
 from __future__ import annotations
@@ -33,19 +36,20 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from gitlab_sync import btrfs
-from gitlab_sync.config import SyncError, iso, parse_iso, quoted, read_json, write_json
+from gitlab_sync.config import SyncError, iso, now, parse_iso, quoted, read_json, write_json
 from gitlab_sync.layout import Method, sync_method
+from gitlab_sync.retention import NAME_FORMAT, Tiers, to_prune
 
-NAME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 NAME_PATTERN = re.compile(r"^[0-9]{8}T[0-9]{6}\.[0-9]{6}Z$")  # what NAME_FORMAT makes
 
 PG_DATA = "data/postgresql/data"  # PostgreSQL's data directory in a GitLab tree
@@ -61,27 +65,30 @@ def name_time(name: str) -> dt.datetime:
     return dt.datetime.strptime(name, NAME_FORMAT).replace(tzinfo=dt.UTC)
 
 
-def to_prune(names: Sequence[str], now: dt.datetime, keep: int, max_age: float) -> list[str]:
-    """The snapshots retention removes: beyond the ``keep`` newest, or older than ``max_age``.
+VERIFIED_MAX = 1024 * 1024  # the largest verification result mark-verified takes
+MARK_WAIT = 300.0  # how long a mark waits for the pass being received to let go of the area
 
-    The newest snapshot is never pruned, whatever its age: promotion needs one.
-    """
-    ordered = sorted(names, reverse=True)
-    doomed = []
-    for index, name in enumerate(ordered):
-        if index == 0:
-            continue
-        too_old = (now - name_time(name)).total_seconds() > max_age
-        if index >= keep or too_old:
-            doomed.append(name)
-    return sorted(doomed)
+
+def verification(data: object, at: dt.datetime) -> dict[str, Any]:
+    """A verification's result as a snapshot's metadata keeps it: ``{"ok": bool, "checks":
+    [...], "summary": str}`` (checked) with ``at``."""
+    if not isinstance(data, Mapping):
+        raise SyncError('refused: a verification result is a JSON object {"ok", "checks", ...}')
+    ok, checks, summary = data.get("ok"), data.get("checks"), data.get("summary")
+    if not isinstance(ok, bool) or not isinstance(checks, list) or not isinstance(summary, str):
+        raise SyncError(
+            'refused: a verification result needs "ok" (true or false), "checks" (a list) '
+            'and "summary" (a string)'
+        )
+    return {"at": iso(at), "ok": ok, "checks": checks, "summary": summary}
 
 
 @dataclass(frozen=True)
 class Area:
-    """The slave's sync area."""
+    """The slave's sync area. ``clock`` is the time retention, ages and marks are told."""
 
     root: Path
+    clock: Callable[[], dt.datetime] = field(default=now, compare=False, repr=False)
 
     @cached_property
     def method(self) -> Method:
@@ -108,15 +115,25 @@ class Area:
     def trash(self) -> Path:
         return self.root / ".trash"
 
+    @property
+    def verified_pointer(self) -> Path:
+        return self.root / ".verified.json"
+
     @contextmanager
-    def locked(self, wait: bool = False) -> Iterator[None]:
-        """Hold the area's lock: one pass at a time, whoever sends it."""
+    def locked(self, wait: bool | float = False) -> Iterator[None]:
+        """Hold the area's lock: one pass at a time, whoever sends it. ``wait``: True, as long
+        as it takes; a number, at most that many seconds; False, not at all."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise SyncError("another pass is being received") from None
+            deadline = time.monotonic() + (0.0 if wait is True else float(wait))
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait is True else fcntl.LOCK_NB))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise SyncError("another pass is being received") from None
+                    time.sleep(0.1)
             yield
 
     def busy(self) -> bool:
@@ -195,8 +212,12 @@ class Area:
 
     # The pass protocol, called by the receiver with the lock held.
 
-    def begin(self, pass_id: str, epoch: int, started: dt.datetime) -> None:
-        """Start receiving pass ``pass_id`` into a fresh ``.incoming`` (a leftover is removed).
+    def begin(
+        self, pass_id: str, epoch: int, started: dt.datetime, changes_from: str | None = None
+    ) -> None:
+        """Start receiving pass ``pass_id`` into a fresh ``.incoming`` (a leftover is removed);
+        ``changes_from``: it carries only what changed since that snapshot (its ``bytes`` are
+        then not the tree's).
 
         On the fallback it is an empty directory: files in ``.incoming`` hard-linked from
         ``current`` by an earlier attempt would have their metadata changed in place, altering
@@ -231,6 +252,7 @@ class Area:
                 "state": "receiving",
                 "method": self.method,
                 "started_from": base,
+                "changes_from": changes_from,
             },
         )
 
@@ -286,12 +308,12 @@ class Area:
     def commit(
         self,
         pass_id: str,
-        keep: int,
-        max_age: float,
+        tiers: Tiers,
         extra: dict[str, Any],
         instant: dt.datetime | None = None,
     ) -> dict[str, Any]:
-        """Publish the received pass as the newest snapshot and apply retention.
+        """Publish the received pass as the newest snapshot and prune what ``tiers`` do not
+        keep (never the newest snapshot verified ok).
 
         The snapshot's instant (its name, ``started_at``) is when the slave began receiving it,
         or ``instant``, the moment the master froze its tree, when the master sent one: a pass
@@ -314,7 +336,11 @@ class Area:
         name = snapshot_name(started)
         self.snapshots.mkdir(exist_ok=True)
         self._flush()  # the data is on disk before the rename that publishes it
-        meta.update(extra, name=name, state="complete", committed_at=iso(dt.datetime.now(dt.UTC)))
+        meta.update(extra, name=name, state="complete", committed_at=iso(self.clock()))
+        # What the listing says of it: the tree's size when the pass sent the whole tree (a
+        # pass of what changed counts only that), and whether it holds one instant.
+        whole = isinstance(extra.get("bytes"), int) and not meta.get("changes_from")
+        meta.update(tree_bytes=extra["bytes"] if whole else None, one_instant=instant is not None)
         write_json(self.snapshots / f"{name}.json", meta, mode=0o644)
         published = self.snapshots / name
         self.incoming.rename(published)
@@ -327,10 +353,56 @@ class Area:
         self.incoming_meta.unlink()
         self._fsync_dir(self.root)
         self.seal_published()
-        for old in to_prune(self.names(), dt.datetime.now(dt.UTC), keep, max_age):
+        self.prune(tiers)
+        return {"snapshot": name, "snapshots": len(self.names()), "started_at": meta["started_at"]}
+
+    def prune(self, tiers: Tiers) -> list[str]:
+        """Remove the snapshots ``tiers`` do not keep (with the lock held); their names."""
+        verified = self.newest_verified()
+        protected = [verified["name"]] if verified else []
+        names = [name for name in self.names() if NAME_PATTERN.match(name)]
+        doomed = to_prune(names, self.clock(), tiers, protected)
+        for old in doomed:
             self.discard(self.snapshots / old)
             (self.snapshots / f"{old}.json").unlink(missing_ok=True)
-        return {"snapshot": name, "snapshots": len(self.names()), "started_at": meta["started_at"]}
+        return doomed
+
+    # Verification: a throwaway GitLab on a snapshot ran the drill's checks (ops does it).
+
+    def mark_verified(self, name: str, result: object, wait: float = MARK_WAIT) -> dict[str, Any]:
+        """Record ``result`` (see :func:`verification`) in snapshot ``name``'s metadata, with
+        the area's lock held (a commit may be pruning); the record written."""
+        with self.locked(wait=wait):
+            if not NAME_PATTERN.match(name) or not (self.snapshots / name).is_dir():
+                raise SyncError(
+                    f"refused: no complete snapshot {quoted(name, 40)} (gitlab-sync snapshots "
+                    "lists them)"
+                )
+            record = verification(result, self.clock())
+            meta = self.meta(name)
+            meta["verified"] = record
+            write_json(self.snapshots / f"{name}.json", meta, mode=0o644)
+            self._point_at_newest_verified()
+        return record
+
+    def _point_at_newest_verified(self) -> None:
+        """Rewrite ``.verified.json`` from the snapshots' metadata (newest first)."""
+        for name in reversed(self.names()):
+            verified = self.meta(name).get("verified")
+            if isinstance(verified, dict) and verified.get("ok") is True:
+                write_json(self.verified_pointer, {"name": name, "at": verified.get("at")}, 0o644)
+                return
+        self.verified_pointer.unlink(missing_ok=True)
+
+    def newest_verified(self) -> dict[str, Any] | None:
+        """The newest snapshot verified ok, ``{"name", "at"}``; None when there is none."""
+        data = read_json(self.verified_pointer)
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return None
+        name = data["name"]
+        if not NAME_PATTERN.match(name) or not (self.snapshots / name).is_dir():
+            return None
+        return {"name": name, "at": data.get("at")}
 
     def _flush(self) -> None:
         """Everything written so far on disk. On btrfs, ``syncfs`` of the area's filesystem
@@ -354,7 +426,7 @@ class Area:
 
     def summary(self) -> dict[str, Any]:
         """What status reports of the area: newest complete snapshot, count, pass in progress,
-        and the method."""
+        the method, and the newest snapshot verified ok (``{"name", "at"}`` or None)."""
         names = self.names()
         current = self.current_name()
         incoming = read_json(self.incoming_meta)
@@ -367,6 +439,7 @@ class Area:
             "last_complete": self.meta(current) if current else None,
             "in_progress": in_progress,
             "method": self.method,
+            "newest_verified": self.newest_verified(),
         }
 
 

@@ -166,6 +166,8 @@ class SidecarStatus:
     """slave: the last time the master was heard from (a pass received, begun or refused)."""
     secrets_present: bool | None = None
     """slave: whether the newest snapshot holds ``config/gitlab-secrets.json``."""
+    newest_verified: dict[str, Any] | None = None
+    """slave: the newest snapshot verified ok, ``{"name", "at"}`` (None: none is)."""
     layout: dict[str, Any] = field(default_factory=dict)
     """``gitlab_sync.layout.Layout.to_json()`` of this host: the method (``snapshots`` or
     ``fallback``), why, and what is wrong with btrfs (``problems``); empty when not known."""
@@ -185,7 +187,7 @@ class SidecarStatus:
         raw_daemon = data.get("daemon")
         daemon: Mapping[str, Any] = raw_daemon if isinstance(raw_daemon, Mapping) else {}
         epoch, snapshots = data.get("epoch"), data.get("snapshots")
-        secrets = data.get("secrets_present")
+        secrets, good = data.get("secrets_present"), data.get("newest_verified")
         return cls(
             role=data.get("role") if data.get("role") in {"master", "slave"} else None,
             peer=data.get("peer") or None,
@@ -205,6 +207,7 @@ class SidecarStatus:
             last_contact=data.get("last_contact") or None,
             secrets_present=secrets if isinstance(secrets, bool) else None,
             layout=dict(found) if isinstance(found := data.get("layout"), Mapping) else {},
+            newest_verified=dict(good) if isinstance(good, Mapping) else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -231,5 +234,6 @@ class SidecarStatus:
             "current": self.current,
             "last_contact": self.last_contact,
             "secrets_present": self.secrets_present,
+            "newest_verified": self.newest_verified,
             "layout": dict(self.layout),
         }

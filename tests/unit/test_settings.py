@@ -23,9 +23,9 @@ def test_defaults_load_without_any_file(tmp_path: Path) -> None:
 
 def test_the_environment_wins_over_the_file(tmp_path: Path) -> None:
     env_file = tmp_path / "x.env"
-    env_file.write_text("SYNC_PORT=2300\nSNAPSHOT_KEEP=5\n")
+    env_file.write_text("SYNC_PORT=2300\nSNAPSHOT_KEEP_MAX=5\n")
     loaded = settings.load({"SYNC_PORT": "2400"}, env_file=env_file)
-    assert (loaded.sync_port, loaded.snapshot_keep) == (2400, 5)
+    assert (loaded.sync_port, loaded.snapshot_keep_max) == (2400, 5)
 
 
 def test_env_file_variable_names_the_file(tmp_path: Path) -> None:
@@ -53,7 +53,8 @@ def test_env_file_variable_names_the_file(tmp_path: Path) -> None:
             "eu-west-1a,eu-west-1a",
             "AVAILABILITY_ZONES: expected two different",
         ),
-        ("SNAPSHOT_KEEP", "0", "SNAPSHOT_KEEP: expected a whole number of at least 1"),
+        ("SNAPSHOT_KEEP_MAX", "-1", "SNAPSHOT_KEEP_MAX: expected a whole number of at least 0"),
+        ("SNAPSHOT_KEEP_HOURLY", "2 days", "SNAPSHOT_KEEP_HOURLY: expected a duration like 90s"),
         ("VPC_ID", "default", "VPC_ID: expected a VPC id like vpc-0123456789abcdef0"),
         ("SUBNET_IDS", "subnet-0123456789abcdef0", "SUBNET_IDS: expected two different subnet"),
         ("SUBNET_IDS", "subnet-0a1b2c3d,subnet-0a1b2c3d", "SUBNET_IDS: expected two different"),
@@ -101,8 +102,22 @@ def test_settings_are_declared_once_and_the_stack_gets_its_own() -> None:
     assert names == [f.upper() for f in settings.Settings.__dataclass_fields__]
     assert len(names) == len(set(names))
     compose = {spec.name for spec in settings.SPECS if spec.compose}
-    assert {"GITLAB_IMAGE", "SYNC_PORT", "SNAPSHOT_KEEP"} <= compose
+    assert {"GITLAB_IMAGE", "SYNC_PORT", "SNAPSHOT_KEEP_ALL", "SNAPSHOT_KEEP_MAX"} <= compose
     assert not compose & {"AWS_REGION", "ADMIN_CIDR", "SSH_KEY_FILE"}
+
+
+@pytest.mark.parametrize("name", ["SNAPSHOT_KEEP", "SNAPSHOT_MAX_AGE"])
+def test_the_retired_retention_settings_are_refused_in_one_line_naming_the_tiers(
+    tmp_path: Path, name: str
+) -> None:
+    env_file = tmp_path / "old.env"
+    env_file.write_text(f"{name}=24\n")
+    for environ, path in (({}, env_file), ({name: "24"}, tmp_path / "none")):
+        with pytest.raises(SettingError) as error:
+            settings.load(environ, env_file=path)
+        said = str(error.value)
+        assert said.startswith(f"{name} in ") and "retention is by tiers, SNAPSHOT_KEEP_ALL" in said
+        assert "\n" not in said
 
 
 def test_env_example_documents_every_setting_and_loads() -> None:

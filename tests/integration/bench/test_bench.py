@@ -1,10 +1,12 @@
 """``make bench`` at a smoke size, as a command: every contender really runs and syncs.
 
 The figures themselves are not judged here (they are this machine's, and CI's is busy): what
-is checked is that each metric was measured from real runs on both paths (btrfs in loop files,
-plain tmpfs folders), that every contender's final copy equals the master's tree, that the
-restore and pgbench ran for real, and that the outputs are written. The RTO metric is left to
-the drill's own test (tests/integration/rehearsal/test_drill.py), which runs the same code.
+is checked is that each metric was measured from real runs on the snapshot path (btrfs in loop
+files), that every contender's final copy equals the master's tree, that the restore and
+pgbench ran for real, and that the outputs are written. The fallback's path (plain tmpfs
+folders) runs the passes at two tree sizes; its other metrics are the same code on another
+storage, kept out of the suite's time (a minute and a half). The RTO metric is left to the
+drill's own test (tests/integration/rehearsal/test_drill.py), which runs the same code.
 """
 
 from __future__ import annotations
@@ -49,22 +51,21 @@ def sidecar_has_snapshots() -> bool:
     return done.returncode == 0
 
 
-def test_a_quick_bench_measures_every_contender_on_both_paths(tmp_path: Path) -> None:
+def test_a_quick_bench_measures_every_contender_on_the_snapshot_path(tmp_path: Path) -> None:
     doc, stdout = bench(
         tmp_path,
-        *("--only", SYNCS, "--files", "1500", "--seconds", "4", "--runs", "1"),
-        *("--restore-gib", "0.0625,0.5", "--pg-seconds", "8"),
+        *("--only", SYNCS, "--files", "1000", "--seconds", "4", "--runs", "1", "--fs", "btrfs"),
+        *("--restore-gib", "0.0625,0.25", "--pg-seconds", "5"),
         timeout=1500,
     )
     by_path: dict[str, dict[str, dict[str, Any]]] = {}
     for metric in doc["metrics"]:
         by_path.setdefault(metric["path"], {})[metric["name"]] = metric
         assert metric["value"] is not None and metric["value"] > 0, metric
-    assert len(by_path) == 2
+    assert len(by_path) == 1
     layouts = doc["layouts"]
-    assert layouts["tmpfs 1,500"]["method"] == "fallback"
     expected = "snapshots" if sidecar_has_snapshots() else "fallback"
-    assert layouts["btrfs 1,500"]["method"] == expected, layouts["btrfs 1,500"]
+    assert layouts["btrfs 1,000"]["method"] == expected, layouts["btrfs 1,000"]
     for path, names in by_path.items():
         assert set(names) == {
             "first full sync throughput",
@@ -76,7 +77,7 @@ def test_a_quick_bench_measures_every_contender_on_both_paths(tmp_path: Path) ->
             "PostgreSQL TPS with the sync on",
             "PostgreSQL WAL with the sync on",
             "restore for promotion, 0.0625 GiB",
-            "restore for promotion, 0.5 GiB",
+            "restore for promotion, 0.25 GiB",
         }, path
         lag = names["replication lag (p99)"]["detail"]
         assert set(lag) == {"ours", "lsyncd delay=1", "lsyncd delay=15", "rsync loop (seed)"}
@@ -85,11 +86,11 @@ def test_a_quick_bench_measures_every_contender_on_both_paths(tmp_path: Path) ->
         assert lag["lsyncd delay=15"]["p50"] > lag["lsyncd delay=1"]["p99"]  # its delay shows
         memory = names["sidecar peak memory, first full pass"]["detail"]
         assert memory["master_kib"] > 1024 and memory["slave_kib"] > 1024
-        big = names["restore for promotion, 0.5 GiB"]["detail"]
-        assert big["sparse_bytes"] > 400 << 20 and big["answer"]["snapshot"]
+        big = names["restore for promotion, 0.25 GiB"]["detail"]
+        assert big["sparse_bytes"] > 200 << 20 and big["answer"]["snapshot"]
         pg = names["PostgreSQL TPS with the sync on"]
         assert pg["competitors"]["sync off"] > 0 and pg["detail"]["passes_while_on"] >= 1
-    assert len(doc["final_copy_checks"]) == 8
+    assert len(doc["final_copy_checks"]) == 4
     assert {k: v["differences"] for k, v in doc["final_copy_checks"].items()} == dict.fromkeys(
         doc["final_copy_checks"], 0
     )
@@ -113,3 +114,4 @@ def test_the_change_pass_is_judged_against_the_tree_size(tmp_path: Path) -> None
         "full pass exponent",
     }
     assert [p["files"] for p in doc["pass_times"]] == [1000, 3000]
+    assert {layout["method"] for layout in doc["layouts"].values()} == {"fallback"}

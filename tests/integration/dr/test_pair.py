@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -19,20 +18,15 @@ import docker
 import pytest
 from docker.models.containers import Container
 
+from ops.hosts.engine import labelled
 from ops.rehearsal.loopfs import LoopBtrfs
+from ops.rehearsal.processes import free_port
 from tests.integration.sshd_host import SshdHost, SshdHosts
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
 
 STANDIN = os.environ.get("STANDIN_IMAGE", "gitlab-dr/gitlab-standin:local")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("0.0.0.0", 0))  # noqa: S104 - the stacks publish on every address
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _overrides(host: SshdHost, home: Path) -> str:
@@ -42,12 +36,12 @@ def _overrides(host: SshdHost, home: Path) -> str:
         "SSH_KNOWN_HOSTS": host.settings.ssh_known_hosts,
         "GITLAB_HOME": str(home / "gitlab"),
         "SYNC_HOME": str(home / "gitlab-sync"),
-        "SYNC_PORT": str(_free_port()),
-        "GITLAB_HTTP_PORT": str(_free_port()),
-        "GITLAB_HTTPS_PORT": str(_free_port()),
-        "GITLAB_SSH_PORT": str(_free_port()),
-        "GITLAB_REGISTRY_PORT": str(_free_port()),
-        "METRICS_PORT": str(_free_port()),
+        "SYNC_PORT": str(free_port()),
+        "GITLAB_HTTP_PORT": str(free_port()),
+        "GITLAB_HTTPS_PORT": str(free_port()),
+        "GITLAB_SSH_PORT": str(free_port()),
+        "GITLAB_REGISTRY_PORT": str(free_port()),
+        "METRICS_PORT": str(free_port()),
     }
     return " ".join(f"{k}={v}" for k, v in words.items())
 
@@ -81,9 +75,7 @@ def _env_file(
 
 
 def _stack_containers(project: str) -> list[Container]:
-    return docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={project}"}
-    )
+    return labelled(docker.from_env(), f"com.docker.compose.project={project}")
 
 
 def _pairing(project: str) -> object:
@@ -153,14 +145,8 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
     client = docker.from_env()
 
     def state(project: str, service: str) -> str:
-        found = client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={project}",
-                    f"com.docker.compose.service={service}",
-                ]
-            },
+        found = labelled(
+            client, f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"
         )
         assert len(found) == 1
         return str(found[0].status)
@@ -214,6 +200,6 @@ def test_pair_with_a_bad_setting_is_one_line_and_touches_nothing(
     assert failed.stderr.strip().splitlines() == [
         "error: SLAVE_OVERRIDES: SYNC_PORT: expected a port number from 1 to 65535, got '99999'"
     ]
-    assert not docker.from_env().containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={master.settings.project_name}"}
+    assert not labelled(
+        docker.from_env(), f"com.docker.compose.project={master.settings.project_name}"
     )

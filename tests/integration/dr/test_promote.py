@@ -8,77 +8,39 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
-from ops import settings as settings_mod
-from ops.aws import client as aws
-from ops.aws import inventory
 from ops.aws.inventory import FENCED
 from ops.dr.promote import KILL_AFTER, STEPS
-from ops.rehearsal import sandbox
 from ops.rehearsal.layout import SandboxLayout, State
+from tests.integration.dr.sandbox_pair import in_container, pair_state, refused_promotion
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A sandbox, paired, with its first pass done; removed at the end."""
-    folder = tmp_path_factory.mktemp("sandbox")
-    sandbox.up(folder, lambda _line: None)
-    env_file = SandboxLayout(folder.resolve()).env_file
-    try:
-        done = inv("pair", env_file=env_file)
-        assert done.returncode == 0, done.stdout + done.stderr
-        yield env_file
-    finally:
-        sandbox.down(folder, lambda _line: None)
-
-
-def _pair_state(env_file: Path) -> inventory.PairState:
-    settings = settings_mod.load({}, env_file=env_file)
-    return inventory.describe_pair(settings, aws.ec2_client(settings))
-
-
-def _refused(env_file: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    before = _pair_state(env_file)
-    done = inv("promote-slave", "--yes", *args, env_file=env_file, extra_env=env, timeout=300)
-    assert done.returncode == 3, done.stdout + done.stderr
-    after = _pair_state(env_file)
-    assert [(h.instance_id, h.role, h.security_groups) for h in after.hosts] == [
-        (h.instance_id, h.role, h.security_groups) for h in before.hosts
-    ]
-    assert after.eip_holder == before.eip_holder
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("refused: "), done.stderr
-    return lines[0]
-
-
 def test_promote_refuses_a_stale_snapshot_and_changes_nothing(paired: Path) -> None:
     # A snapshot "older than STALE_AFTER": with STALE_AFTER=0s every snapshot is.
-    line = _refused(paired, env={"STALE_AFTER": "0s"})
+    line = refused_promotion(paired, env={"STALE_AFTER": "0s"})
     assert "s old (STALE_AFTER is 0 s); pass --accept-data-loss to go on" in line
 
 
 def test_promote_refuses_different_images_and_changes_nothing(paired: Path) -> None:
-    line = _refused(paired, env={"GITLAB_IMAGE": "gitlab/gitlab-ce:17.7.0-ce.0"})
+    line = refused_promotion(paired, env={"GITLAB_IMAGE": "gitlab/gitlab-ce:17.7.0-ce.0"})
     assert "the GitLab images differ" in line and "--allow-image-mismatch" in line
 
 
 def test_promote_dry_run_prints_the_plan_and_changes_nothing(paired: Path) -> None:
-    before = _pair_state(paired)
+    before = pair_state(paired)
     done = inv("promote-slave", "--dry-run", env_file=paired)
     assert done.returncode == 0, done.stdout + done.stderr
     for step in STEPS:
         assert step in done.stdout
     assert "dry run: nothing was changed" in done.stdout
-    assert _pair_state(paired).eip_holder == before.eip_holder == "master"
+    assert pair_state(paired).eip_holder == before.eip_holder == "master"
 
 
 def test_promote_without_a_terminal_or_yes_refuses(paired: Path) -> None:
@@ -116,10 +78,13 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
         # GITLAB_HOME is a new subvolume: the new master's sidecar mounts it (the restore's
         # marker is in it), not the old folder set aside beside it.
         assert steps["restart-sidecar"]["sidecar"] == "restarted on the new GITLAB_HOME"
-        marker = _in_sidecar(paired, report["new_master"], "cat /source/.gitlab-dr-restored.json")
+        code, marker = in_container(
+            paired, report["new_master"], "gitlab-rsync", "cat /source/.gitlab-dr-restored.json"
+        )
+        assert code == 0, marker
         assert json.loads(marker)["snapshot"] == report["snapshot"]
 
-    state = _pair_state(paired)
+    state = pair_state(paired)
     assert state.master is not None and state.master.instance_id == report["new_master"]
     assert state.eip_holder == "master" and state.epoch == 2
     (fenced,) = state.with_role(FENCED)
@@ -140,23 +105,6 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     second = inv("promote-slave", "--yes", "--planned", env_file=paired)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout
-
-
-def _in_sidecar(env_file: Path, instance_id: str, command: str) -> str:
-    """What ``command`` prints in the gitlab-rsync container of the sandbox's ``instance_id``."""
-    layout = SandboxLayout(env_file.parent)
-    state = State.load(layout)
-    assert state is not None
-    name = state.instance_name(instance_id)
-    assert name is not None, instance_id
-    labels = [
-        f"com.docker.compose.project={layout.stack(name)}",
-        "com.docker.compose.service=gitlab-rsync",
-    ]
-    (container,) = docker.from_env().containers.list(filters={"label": labels})
-    done = container.exec_run(["sh", "-c", command])
-    assert done.exit_code == 0 and isinstance(done.output, bytes), done.output
-    return done.output.decode()
 
 
 def _status(env_file: Path) -> tuple[int, dict[str, Any]]:

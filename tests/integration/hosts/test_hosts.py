@@ -164,6 +164,25 @@ def test_compose_failure_is_a_one_line_error_naming_the_host(engine: Engine) -> 
         engine.up(["nosuch"])
 
 
+def test_a_service_that_cannot_start_is_an_error_saying_why(sshd_host: SshdHost) -> None:
+    """Compose's own last line ("Encountered errors while bringing up the project.") says
+    nothing; the error carries the cause from the line before it."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        settings = dataclasses.replace(sshd_host.settings, sync_port=held.getsockname()[1])
+        with Engine.open(sshd_host.host, settings, STACK) as engine:
+            try:
+                with pytest.raises(HostError) as caught:
+                    engine.up(["published"])
+            finally:
+                compose(settings, ["down"], client=engine.client, compose_file=STACK)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{sshd_host.host}: docker-compose up failed: "), message
+    assert "address already in use" in message, message
+
+
 def test_up_refuses_to_start_every_service_by_default(engine: Engine) -> None:
     with pytest.raises(ValueError, match="name the services"):
         engine.up([])

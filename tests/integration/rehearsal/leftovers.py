@@ -10,6 +10,7 @@ from pathlib import Path
 import docker
 
 from gitlab_sync.layout import mount_of, parse_mountinfo
+from ops.hosts.engine import labelled
 from ops.rehearsal.layout import LABEL, NAMES, SandboxLayout
 from ops.rehearsal.local import volumes_of
 
@@ -44,8 +45,8 @@ class Footprint:
         labels = [f"{LABEL}={layout.root}"]
         labels += [f"com.docker.compose.project={layout.stack(name)}" for name in NAMES]
         for label in labels:
-            by_label: dict[str, str | list[str] | bool] = {"label": label}
-            for container in client.containers.list(all=True, filters=by_label):
+            by_label = {"label": label}
+            for container in labelled(client, label):
                 found.containers.add(str(container.name))
                 found.volumes.update(volumes_of(container))
             found.networks.update(str(n.name) for n in client.networks.list(filters=by_label))

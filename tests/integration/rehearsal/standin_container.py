@@ -42,6 +42,11 @@ class StandIn:
         # Asked each time: a restart may publish port 80 on another host port.
         return f"http://{self.tc.get_container_host_ip()}:{self.tc.get_exposed_port(80)}"
 
+    @property
+    def registry(self) -> str:
+        """The container registry's published address, host:port (asked each time, too)."""
+        return f"{self.tc.get_container_host_ip()}:{self.tc.get_exposed_port(5050)}"
+
     def run(self, *argv: str, user: str = "root") -> gl.CommandResult:
         return gl.run_in(self.container, argv, user=user)
 
@@ -67,7 +72,7 @@ def standin(env: Mapping[str, str] | None = None) -> Iterator[StandIn]:
         docker.from_env().images.get(STANDIN_IMAGE)
     except docker.errors.ImageNotFound:
         pytest.fail(f"image {STANDIN_IMAGE} is missing: run `make images`")
-    tc = DockerContainer(STANDIN_IMAGE).with_exposed_ports(80)
+    tc = DockerContainer(STANDIN_IMAGE).with_exposed_ports(80, 5050)
     tc.with_name(f"gitlab-dr-test-standin-{uuid.uuid4().hex[:6]}")
     if env:
         tc.with_envs(**env)

@@ -27,6 +27,7 @@ import pytest
 
 from gitlab_sync.waits import wait_until
 from ops.aws.client import boto_session
+from ops.hosts.engine import labelled
 from ops.rehearsal.layout import NAMES, SandboxLayout
 from ops.rehearsal.local import base_image, remove_container
 from tests.integration.rehearsal.leftovers import (
@@ -108,7 +109,11 @@ class Listener:
 
 
 def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
+    """One sandbox for all of it (each costs a minute): up, up again, pair, status, the forwarder
+    following the Elastic IP and the groups, the tags swapped, then down leaving no container,
+    network, volume, mount, loop device or process of it."""
     started = time.monotonic()
+    before = engine_volumes()
     up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
     assert up.returncode == 0, up.stdout + up.stderr
     assert all(line.startswith("sandbox: ") for line in up.stderr.splitlines()), up.stderr
@@ -127,6 +132,10 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     paired = inv("pair", env_file=env_file)
     assert paired.returncode == 0, paired.stdout + paired.stderr
     assert "complete pass" in paired.stdout
+    # The pair's stacks: containers, a network and a volume each (the sidecar's /state).
+    seen = Footprint.of(sandbox_dir)
+    assert seen.containers and seen.networks and seen.volumes, seen
+    assert mounts_under(sandbox_dir) and loop_devices_of(sandbox_dir)
     report = inv("status", "--json", env_file=env_file)
     assert report.returncode == 0, report.stdout + report.stderr
     data = json.loads(report.stdout)
@@ -196,12 +205,10 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
     client = docker.from_env()
     for inst in state["instances"]:
         label = f"com.docker.compose.project={inst['stack']}"
-        assert not client.containers.list(all=True, filters={"label": label})
+        assert not labelled(client, label)
         assert not client.volumes.list(filters={"label": label})
         assert not client.networks.list(filters={"label": label})
-    assert not client.containers.list(
-        all=True, filters={"label": f"gitlab-dr.sandbox={sandbox_dir}"}
-    )
+    assert not labelled(client, f"gitlab-dr.sandbox={sandbox_dir}")
     for pid in (state["moto_pid"], state["forwarder_pid"]):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert not processes_mentioning(str(sandbox_dir))
@@ -211,34 +218,15 @@ def test_sandbox_up_pair_status_elastic_ip_and_down(sandbox_dir: Path) -> None:
         json.loads(down.stdout)["removed"]
     )
     assert_no_mount_or_loop_device(sandbox_dir)
-
-    twice = inv("sandbox.down", "--directory", str(sandbox_dir))
-    assert twice.returncode == 0, twice.stdout + twice.stderr
-    assert "nothing to remove" in twice.stdout
-
-
-def test_sandbox_up_pair_and_down_leave_no_container_network_or_volume_of_it(
-    sandbox_dir: Path,
-) -> None:
-    before = engine_volumes()
-    up = inv("sandbox.up", "--directory", str(sandbox_dir), "--gitlab-image", STANDIN, "--json")
-    assert up.returncode == 0, up.stdout + up.stderr
-    # The pair's stacks: containers, a network and a volume each (the sidecar's /state).
-    paired = inv("pair", env_file=Path(json.loads(up.stdout)["env_file"]))
-    assert paired.returncode == 0, paired.stdout + paired.stderr
-    seen = Footprint.of(sandbox_dir)
-    assert seen.containers and seen.networks and seen.volumes, seen
-
-    assert mounts_under(sandbox_dir) and loop_devices_of(sandbox_dir)
-
-    down = inv("sandbox.down", "--directory", str(sandbox_dir))
-    assert down.returncode == 0, down.stdout + down.stderr
     assert Footprint.of(sandbox_dir) == Footprint()
-    assert_no_mount_or_loop_device(sandbox_dir)
     made_here = engine_volumes() - before
     assert not made_here & seen.volumes, made_here & seen.volumes
     # Nor is any other volume made during the test left unused (a one-off container's, say).
     assert not engine_volumes(dangling=True) & made_here, engine_volumes(dangling=True) & made_here
+
+    twice = inv("sandbox.down", "--directory", str(sandbox_dir))
+    assert twice.returncode == 0, twice.stdout + twice.stderr
+    assert "nothing to remove" in twice.stdout
 
 
 def test_sandbox_up_without_the_gitlab_image_is_one_line_and_leaves_nothing(
@@ -270,9 +258,7 @@ def test_sandbox_down_without_its_record_still_removes_everything(sandbox_dir: P
         assert f"unmounted and removed instance {name}'s filesystem" in down.stdout
     assert_no_mount_or_loop_device(sandbox_dir)
     assert not sandbox_dir.exists()
-    assert not docker.from_env().containers.list(
-        all=True, filters={"label": f"gitlab-dr.sandbox={sandbox_dir}"}
-    )
+    assert not labelled(docker.from_env(), f"gitlab-dr.sandbox={sandbox_dir}")
     assert not processes_mentioning(str(sandbox_dir))
 
 

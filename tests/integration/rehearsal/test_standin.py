@@ -1,4 +1,5 @@
-"""The stand-in GitLab image, run for real: probes, git over HTTP, PostgreSQL, owners, uploads.
+"""The stand-in GitLab image, run for real: probes, git over HTTP, PostgreSQL, owners, uploads,
+the container registry (pushes and pulls with skopeo).
 
 Every container starts on empty volumes (the image's anonymous volumes), as a new Omnibus
 container does. The image is built by ``make images`` (gitlab-dr/gitlab-standin:local, or
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gitlab_sync.waits import wait_until
+from ops.rehearsal import registry as reg
 from ops.rehearsal import standin as gl
 from ops.rehearsal.standin import GitLabClientError
 from tests.integration.rehearsal.standin_container import StandIn, standin
@@ -35,7 +37,9 @@ def test_readiness_goes_green_on_empty_volumes(gitlab: StandIn) -> None:
     assert answer.body == READY_BODY
     detailed = gl.readiness(gitlab.url)
     assert detailed.ready
-    assert {"db_check", "gitaly_check", "secrets_check"} <= set(detailed.body or {})
+    assert {"db_check", "gitaly_check", "secrets_check", "registry_check"} <= set(
+        detailed.body or {}
+    )
     assert gl.health(gitlab.url) == 200
     # The Compose health check's command, as Omnibus's.
     result = gitlab.run("/opt/gitlab/bin/gitlab-healthcheck", "--fail", "--max-time", "10")
@@ -79,13 +83,14 @@ def test_readiness_is_503_while_postgresql_is_stopped(gitlab: StandIn) -> None:
 
 def test_gitlab_ctl_status_shows_each_service_as_omnibus_does(gitlab: StandIn) -> None:
     out = gitlab.check("gitlab-ctl", "status")
-    for service in ("nginx", "postgresql", "puma"):
+    for service in ("nginx", "postgresql", "puma", "registry"):
         line = rf"^run: {service}: \(pid \d+\) \d+s; run: log: \(pid \d+\) \d+s$"
         assert re.search(line, out, re.MULTILINE), out
     assert gl.service_states(gitlab.container) == {
         "nginx": "run",
         "postgresql": "run",
         "puma": "run",
+        "registry": "run",
     }
     # A service Omnibus has and the stand-in does not is skipped, as omnibus-ctl does.
     assert gitlab.run("gitlab-ctl", "stop", "sidekiq").ok
@@ -118,6 +123,8 @@ def test_users_and_paths_have_omnibus_ids_owners_and_modes(gitlab: StandIn) -> N
         "/var/opt/gitlab/postgresql/data/PG_VERSION": "996:996 600",
         "/var/opt/gitlab/gitlab-rails/uploads": "998:998 700",
         "/var/opt/gitlab/gitlab-rails/shared/registry": "993:998 770",
+        "/var/opt/gitlab/registry": "993:993 700",
+        "/var/opt/gitlab/registry/config.yml": "993:993 600",
         "/var/log/gitlab": "0:0 755",
     }
     out = gitlab.check("stat", "-c", "%n %u:%g %a", *expected)
@@ -138,9 +145,73 @@ def test_users_and_paths_have_omnibus_ids_owners_and_modes(gitlab: StandIn) -> N
     }
     assert owners["/usr/lib/postgresql/15/bin/postgres"] == "996"
     assert owners["fcgiwrap"] == "998"
+    assert owners["/opt/gitlab/embedded/bin/registry"] == "993"
     assert gitlab.check("psql", "--version").startswith("psql (PostgreSQL) 15")
     for tool in ("psql", "pg_ctl", "pg_basebackup", "pg_controldata"):
         assert gitlab.run("test", "-x", f"/opt/gitlab/embedded/bin/{tool}").ok, tool
+
+
+# --- The container registry ----------------------------------------------------------------
+
+
+def test_readiness_waits_for_the_registry_and_its_storage_is_omnibus_s(gitlab: StandIn) -> None:
+    assert reg.answers(gitlab.registry)
+    config = gitlab.check("cat", "/var/opt/gitlab/registry/config.yml")
+    assert "rootdirectory: /var/opt/gitlab/gitlab-rails/shared/registry" in config
+    assert "addr: 127.0.0.1:5000" in config
+    stopped = gitlab.check("gitlab-ctl", "stop", "registry")
+    assert re.match(r"ok: down: registry: \d+s", stopped), stopped
+    try:
+        answer = gl.readiness(gitlab.url)
+        assert answer.status == 503
+        assert "registry_check: the container registry at 127.0.0.1:5000 answers 000" in (
+            answer.reason
+        ), answer.reason
+        assert not reg.answers(gitlab.registry)
+    finally:
+        gitlab.check("gitlab-ctl", "start", "registry")
+    assert gitlab.wait_ready(20) < 20
+
+
+def test_a_pushed_tag_pulls_with_its_digest_a_re_push_moves_it_a_delete_removes_it(
+    gitlab: StandIn, tmp_path: Path
+) -> None:
+    address = gitlab.registry
+    first = reg.make_image(tmp_path / "first")
+    assert reg.push(address, "test/app", "v1", tmp_path / "first") == first
+    assert reg.digest_of(address, "test/app", "v1") == first
+    reg.pull(address, "test/app", first, tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "manifest.json").is_file()
+    second = reg.make_image(tmp_path / "second")
+    assert reg.push(address, "test/app", "v1", tmp_path / "second") == second != first
+    assert reg.digest_of(address, "test/app", "v1") == second
+    reg.push(address, "test/group/tool", "keep", tmp_path / "first")
+    reg.delete(address, "test/app", "v1")
+    assert reg.digest_of(address, "test/app", "v1") is None
+    # On disk: the kept tag, every link resolving; stored as the registry user.
+    links = reg.links_in_container(gitlab.container)
+    assert links.ok, links.dangling
+    assert links.tags == {"test/group/tool:keep": first}
+    owner = gitlab.check("stat", "-c", "%U", f"{reg.STORAGE}/docker/registry/v2/blobs")
+    assert owner.strip() == "registry"
+
+
+def test_the_link_check_finds_a_blob_removed_from_the_storage(
+    gitlab: StandIn, tmp_path: Path
+) -> None:
+    layout = tmp_path / "image"
+    digest = reg.make_image(layout)
+    reg.push(gitlab.registry, "test/broken", "v1", layout)
+    assert reg.links_in_container(gitlab.container).ok
+    blob = f"{reg.STORAGE}/docker/registry/v2/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+    gitlab.check("mv", blob, f"{blob}.aside")
+    try:
+        check = reg.check_links(reg.links_in_container(gitlab.container))
+        assert not check.ok
+        assert f"tag test/broken v1 {digest}: no-blob" in check.detail
+    finally:
+        gitlab.check("mv", f"{blob}.aside", blob)
+    assert reg.links_in_container(gitlab.container).ok
 
 
 # --- git over HTTP ---------------------------------------------------------------------------

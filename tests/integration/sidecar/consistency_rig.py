@@ -225,7 +225,8 @@ def _build(fs: str) -> Rig:
         pair = stack.enter_context(sync_pair(fs=fs, start=False))
         gitlab = start_gitlab(pair)
         gl.psql(gitlab.container, f"CREATE TABLE {ALONE} (n bigint PRIMARY KEY)")
-        return Rig(pair, gitlab, Writer(gitlab, pause=PAUSE), Checker(pair), stack)
+        writer = Writer(gitlab, pause=PAUSE, moves=fs == "btrfs")
+        return Rig(pair, gitlab, writer, Checker(pair), stack)
     except BaseException:
         stack.close()
         raise

@@ -9,10 +9,12 @@ part of a volume, and the daemon binds its own folders).
 
 The writer (``consistency_writer.sh``) runs inside that GitLab, so a write costs processes,
 not round trips through the Docker API: an upload file and then its row, a push and then a row
-naming its commit, as GitLab orders them. Its acknowledgements, each with its time, say when
-the load has begun and what a snapshot begun later must hold (:meth:`Writer.expectation`); they
-are read with ``docker cp``, so also from a GitLab killed with SIGKILL, and a writer started
-again after that goes on (new names, the killed git's locks removed).
+naming its commit, an image pushed to the container registry and then a row naming its tag and
+digest (a tag's row deleted before its manifest), as GitLab orders them. Its
+acknowledgements, each with its time, say when the load has begun and what a snapshot begun
+later must hold (:meth:`Writer.expectation`); they are read with ``docker cp``, so also from a
+GitLab killed with SIGKILL, and a writer started again after that goes on (new names, the
+killed git's locks removed).
 
 :func:`standin` starts the same GitLab on any tree, e.g. on a copy of a slave's snapshot.
 """
@@ -31,6 +33,7 @@ import docker.errors
 import pytest
 from testcontainers.core.container import DockerContainer
 
+from ops.rehearsal import registry as reg
 from ops.rehearsal import standin as gl
 from ops.rehearsal import verify
 from tests.integration.rehearsal.standin_container import STANDIN_IMAGE, StandIn
@@ -45,10 +48,16 @@ TABLES = (
     "sha256 text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE dr_commits (id bigserial PRIMARY KEY, project text NOT NULL, "
     "sha text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE dr_tags (repo text NOT NULL, tag text NOT NULL, digest text NOT NULL, "
+    "at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (repo, tag))",
 )
 RUN = "/tmp/dr-writer"  # the writer's own folder in the container, outside GITLAB_HOME
 SCRIPT = Path(__file__).with_name("consistency_writer.sh")
-LOOPS = ("uploads", "pushes")
+LOOPS = ("uploads", "pushes", "images")
+TAG_KINDS = {"tag": ("push", True), "tag-try": ("push", False)} | {
+    "untag": ("delete", True),
+    "untag-try": ("delete", False),
+}
 
 
 def home_folder(pair: Pair) -> str:
@@ -120,12 +129,15 @@ class Written:
     uploads: int
     commits: int
     seconds: float
+    tags: int = 0  # pushes acknowledged
+    untags: int = 0  # deletes acknowledged
 
 
 @dataclass
 class Writer:
     gitlab: GitLab
     pause: float = 0.0  # seconds between two uploads (0: as fast as they go)
+    moves: bool = True  # tags pushed again and deleted (False: the fallback, see the script)
     started: float = 0.0
 
     def start(self) -> None:
@@ -133,7 +145,8 @@ class Writer:
         container = self.gitlab.container
         container.exec_run(["rm", "-f", f"{RUN}/stop", f"{RUN}/exited"])
         script = ["bash", "-c", SCRIPT.read_text()]
-        container.exec_run(script, detach=True, environment={"PAUSE": str(self.pause)})
+        env = {"PAUSE": str(self.pause), "MOVES": "1" if self.moves else "0"}
+        container.exec_run(script, detach=True, environment=env)
         self.started = time.monotonic()
 
     def acks(self) -> list[str]:
@@ -141,20 +154,26 @@ class Writer:
         return self.gitlab.read(f"{RUN}/acks").splitlines()
 
     def loaded(self) -> float:
-        """``time.time()`` once an upload and a push are both acknowledged, else 0: a
-        snapshot that starts later holds rows of both kinds."""
+        """``time.time()`` once an upload, a push and an image are all acknowledged, else 0: a
+        snapshot that starts later holds rows of every kind."""
         kinds = {line.split(" ", 1)[0] for line in self.acks()}
-        return time.time() if {"upload", "commit"} <= kinds else 0.0
+        return time.time() if {"upload", "commit", "tag"} <= kinds else 0.0
 
     def expectation(self, before: float) -> verify.Expectation:
         """What a snapshot whose pass began at ``before`` (``time.time()``) must hold: every
-        upload (its row, and its bytes) and, per project, the newest commit acknowledged
-        before then."""
+        upload (its row, and its bytes), per project the newest commit acknowledged before
+        then, and every registry tag as its writes acknowledged before then left it."""
         rows: set[int] = set()
         uploads: dict[str, str] = {}
         commits: dict[str, str] = {}
+        events: list[reg.Event] = []
         for line in self.acks():
             kind, *fields, at = line.split(" ")
+            if kind in TAG_KINDS:
+                action, acked = TAG_KINDS[kind]
+                repo, tag, digest = fields
+                events.append(reg.Event(action, repo, tag, digest, float(at), acked))
+                continue
             if float(at) >= before:
                 continue
             if kind == "upload":
@@ -165,7 +184,12 @@ class Writer:
                 project, sha = fields
                 commits[project] = sha
         return verify.Expectation(
-            table="dr_uploads", column="id", rows=frozenset(rows), commits=commits, uploads=uploads
+            table="dr_uploads",
+            column="id",
+            rows=frozenset(rows),
+            commits=commits,
+            uploads=uploads,
+            tags=reg.expected_tags(events, before),
         )
 
     def stop(self) -> Written:
@@ -178,7 +202,13 @@ class Writer:
         failed = {loop: code for loop, code in self._exited().items() if code != "0"}
         assert not failed, f"the writer failed ({failed}): {self.gitlab.read(f'{RUN}/log')}"
         kinds = [line.split(" ", 1)[0] for line in self.acks()]
-        return Written(kinds.count("upload"), kinds.count("commit"), round(seconds, 1))
+        return Written(
+            kinds.count("upload"),
+            kinds.count("commit"),
+            round(seconds, 1),
+            kinds.count("tag"),
+            kinds.count("untag"),
+        )
 
     def _exited(self) -> dict[str, str]:
         lines = self.gitlab.read(f"{RUN}/exited").splitlines()

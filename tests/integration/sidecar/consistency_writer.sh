@@ -6,11 +6,22 @@
 #   pushes:  a git push over HTTP (objects, then the ref), then a row in dr_commits naming the
 #            pushed commit; every seventh push makes a new repository (a pass may see it
 #            appear mid-way).
-# PAUSE (seconds, default none) paces the uploads: a lighter load on a busy machine.
+#   images:  an image pushed to the container registry through its HTTP API (a random tar
+#            layer and a config, then the manifest under a tag), then a row in dr_tags naming
+#            the tag and the manifest's digest; tags are pushed again with new content, and
+#            every fifth write deletes one: its row first, then its manifest (GitLab's order:
+#            no row names what the registry no longer holds).
+# PAUSE (seconds, default none) paces the uploads and the images: a lighter load on a busy
+# machine. MOVES=0 pushes each image under a tag of its own and never deletes one: on the
+# fallback, a tag moved or deleted between pg_backup_stop and the copy after it is the gap its
+# module docstring names (gitlab_sync/backup_pass.py), which only snapshots from one instant
+# close.
 # Each acknowledged row is one line in $RUN/acks, ending with when it was acknowledged
 # (seconds since the epoch, after the row's commit returned):
 #   upload <path> <sha256> <row id> <time>
 #   commit <project> <sha> <time>
+#   tag <repo> <tag> <digest> <time>        (and "tag-try ..." before the push began)
+#   untag <repo> <tag> <digest> <time>      (and "untag-try ..." before the delete began)
 # Each loop writes "<name> <exit code>" to $RUN/exited when it ends, which it does when
 # $RUN/stop exists (or on its first error, with the error in $RUN/log). Started again after its
 # container was killed, it goes on: new names (a file of the killed run is never rewritten, a
@@ -22,6 +33,8 @@ RUN=/tmp/dr-writer
 UPLOADS=/var/opt/gitlab/gitlab-rails/uploads
 REPOSITORIES=/var/opt/gitlab/git-data/repositories
 PROJECTS=(dr/alpha dr/beta dr/group/gamma)
+IMAGES=(dr/app dr/group/tool)
+REGISTRY=http://127.0.0.1:5050
 PAUSE=${PAUSE:-0}
 START=${EPOCHREALTIME/./} # this run's names
 
@@ -67,6 +80,72 @@ pushes() {
   done
 }
 
+blob_put() { # repository, file: upload the file as a blob (POST, then PUT with its digest)
+  local digest location sep
+  digest=$(sha256sum "$2")
+  digest=sha256:${digest%% *}
+  location=$(curl -fsS -X POST -D - -o /dev/null "$REGISTRY/v2/$1/blobs/uploads/" |
+    tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  sep='?'
+  if [[ $location == *\?* ]]; then sep='&'; fi
+  curl -fsS -X PUT -H 'Content-Type: application/octet-stream' --data-binary "@$2" \
+    -o /dev/null "$location${sep}digest=$digest"
+  echo "$digest"
+}
+
+image_make() { # label: a random one-layer image in $RUN/image; its manifest's digest
+  local dir=$RUN/image diff layer config digest
+  rm -rf "$dir"
+  mkdir -p "$dir/root"
+  head -c $((1024 << (RANDOM % 4))) /dev/urandom >"$dir/root/data.bin"
+  tar -C "$dir/root" -cf "$dir/layer.tar" data.bin
+  diff=$(sha256sum "$dir/layer.tar")
+  printf '{"architecture":"amd64","os":"linux","config":{"Labels":{"dr":"%s"}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$1" "${diff%% *}" >"$dir/config.json"
+  layer=$(sha256sum "$dir/layer.tar")
+  config=$(sha256sum "$dir/config.json")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "${config%% *}" "$(stat -c %s "$dir/config.json")" "${layer%% *}" \
+    "$(stat -c %s "$dir/layer.tar")" >"$dir/manifest.json"
+  digest=$(sha256sum "$dir/manifest.json")
+  echo "sha256:${digest%% *}"
+}
+
+image_push() { # repository, tag, digest: push $RUN/image; fails unless the registry says digest
+  local dir=$RUN/image said
+  blob_put "$1" "$dir/layer.tar" >/dev/null
+  blob_put "$1" "$dir/config.json" >/dev/null
+  said=$(curl -fsS -X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' \
+    --data-binary "@$dir/manifest.json" -D - -o /dev/null "$REGISTRY/v2/$1/manifests/$2" |
+    tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+  [ "$said" = "$3" ] || { echo "the registry took $1:$2 as ${said:-nothing}, not $3" >&2; return 1; }
+}
+
+images() {
+  local n=0 repo tag digest
+  while [ ! -e "$RUN/stop" ]; do
+    n=$((n + 1))
+    repo=${IMAGES[n % ${#IMAGES[@]}]}
+    tag=t$(((n / ${#IMAGES[@]}) % 4))
+    if [ "${MOVES:-1}" = 0 ]; then tag=u$START-$n; fi
+    digest=$(sql "SELECT digest FROM dr_tags WHERE repo = '$repo' AND tag = '$tag'")
+    if [ "${MOVES:-1}" != 0 ] && [ $((n % 5)) -eq 4 ] && [ -n "$digest" ]; then
+      echo "untag-try $repo $tag $digest $EPOCHREALTIME" >>"$RUN/acks"
+      sql "DELETE FROM dr_tags WHERE repo = '$repo' AND tag = '$tag'" >/dev/null
+      curl -fsS -X DELETE -o /dev/null "$REGISTRY/v2/$repo/manifests/$digest"
+      echo "untag $repo $tag $digest $EPOCHREALTIME" >>"$RUN/acks"
+    else
+      digest=$(image_make "$START-$n")
+      echo "tag-try $repo $tag $digest $EPOCHREALTIME" >>"$RUN/acks"
+      image_push "$repo" "$tag" "$digest"
+      sql "INSERT INTO dr_tags (repo, tag, digest) VALUES ('$repo', '$tag', '$digest')
+           ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, at = now()" >/dev/null
+      echo "tag $repo $tag $digest $EPOCHREALTIME" >>"$RUN/acks"
+    fi
+    if [ "$PAUSE" != 0 ]; then sleep "$PAUSE"; fi
+  done
+}
+
 run() { # a loop, its errors into the log, its end into exited
   set +e
   (
@@ -82,4 +161,5 @@ for tree in "$RUN/work" "$REPOSITORIES"; do
 done
 run uploads &
 run pushes &
+run images &
 wait

@@ -6,7 +6,10 @@ area: on the slave's btrfs filesystem, where the copy can be a writable snapshot
 Docker volume on the fallback, where it is a copy. PostgreSQL is then started on the copy as
 GitLab's would start (``snapshot_check.sh``, in a container of the stand-in image) and every
 row of the writer's tables is checked against the copy's files: an upload row's file is there
-with its sha256, a commit row's commit and its whole tree are in the repository.
+with its sha256, a commit row's commit and its whole tree are in the repository, a tag row's
+tag is in the registry and its manifest pulls whole (every blob it names there and linked).
+Every link of the copy's registry must resolve to a blob, too
+(:func:`ops.rehearsal.registry.links_in_container`, in the same container).
 
 Two long-lived helper containers do the work, so a snapshot costs two ``docker exec``: the
 copier (the sidecar image, with the slave's sync area) and the inspector (the stand-in image).
@@ -25,21 +28,23 @@ import docker
 from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 
+from ops.rehearsal import registry as reg
 from tests.integration.rehearsal.standin_container import STANDIN_IMAGE
 from tests.integration.sidecar.sync_pair import SYNC_IMAGE, CommandFailed, Pair, new_volume
 
 SCRIPT = Path(__file__).with_name("snapshot_check.sh")
 UPLOADS = "data/gitlab-rails/uploads"
 REPOSITORIES = "data/git-data/repositories"
+REGISTRY = reg.STORAGE_IN_HOME
 
 
 @dataclass(frozen=True)
 class Row:
     """One row of the writer's tables and what the copy says of what it names."""
 
-    kind: str  # "upload" or "commit"
-    names: str  # the upload's path, or "project sha"
-    verdict: str  # "ok", or why not: "missing", "changed", "incomplete"
+    kind: str  # "upload", "commit", "tag", or "link" (a registry link, not a row)
+    names: str  # the upload's path, "project sha", "repo:tag digest", or the link
+    verdict: str  # "ok", or why not: "missing", "changed", "incomplete", "untagged", "dangling"
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class Inspection:
     uploads: int
     commits: int
     asked: tuple[tuple[str, ...], ...] = ()  # what the query given to :meth:`inspect` returned
+    tags: int = 0
+    links: int = 0  # registry links checked
 
     @property
     def dangling(self) -> tuple[Row, ...]:
@@ -59,8 +66,19 @@ class Inspection:
 _UPLOAD_VERDICTS = {"OK": "ok", "FAILED": "changed", "FAILED open or read": "missing"}
 
 
-def parse(output: str) -> Inspection:
-    """``snapshot_check.sh``'s lines; every row the tables hold must have its line."""
+def _tag_verdict(links: reg.Links, repo: str, tag: str, digest: str) -> str:
+    """A tag row against the copy's registry: the tag is there, and the manifest the row names
+    pulls whole (a tag pushed again since may name a newer one: the row's is still there)."""
+    held = links.holds(repo, digest)
+    if held != "ok":
+        return held
+    return "ok" if f"{repo}:{tag}" in links.tags else "untagged"
+
+
+def parse(output: str, links: reg.Links | None = None) -> Inspection:
+    """``snapshot_check.sh``'s lines, and the copy's registry ``links``; every row the tables
+    hold must have its line, and every dangling link is a row of its own."""
+    links = links or reg.Links({}, 0, ())
     rows: list[Row] = []
     counts: list[int] = []
     asked: list[tuple[str, ...]] = []
@@ -69,17 +87,23 @@ def parse(output: str) -> Inspection:
         if fields[0] == "asked":
             asked.append(tuple(fields[1:]))
         elif fields[0] == "rows":
-            counts = [int(fields[1]), int(fields[2])]
+            counts = [int(fields[1]), int(fields[2]), int(fields[3])]
         elif fields[0] == "upload":
             rows.append(Row("upload", fields[1], _UPLOAD_VERDICTS[fields[2]]))
         elif fields[0] == "commit":
             rows.append(Row("commit", f"{fields[1]} {fields[2]}", fields[3]))
+        elif fields[0] == "tag":
+            repo, tag, digest = fields[1:4]
+            verdict = _tag_verdict(links, repo, tag, digest)
+            rows.append(Row("tag", f"{repo}:{tag} {digest}", verdict))
         else:
             raise AssertionError(f"snapshot_check.sh said {line!r}")
     uploads = sum(row.kind == "upload" for row in rows)
-    commits = len(rows) - uploads
-    assert counts == [uploads, commits], f"rows {counts}, checked {uploads} and {commits}"
-    return Inspection(tuple(rows), uploads, commits, tuple(asked))
+    commits = sum(row.kind == "commit" for row in rows)
+    tags = sum(row.kind == "tag" for row in rows)
+    assert counts == [uploads, commits, tags], f"rows {counts}, checked {uploads, commits, tags}"
+    rows += [Row("link", link, "dangling") for link in links.dangling]
+    return Inspection(tuple(rows), uploads, commits, tuple(asked), tags, links.links)
 
 
 @dataclass(frozen=True)
@@ -96,7 +120,8 @@ class Verdict:
         dangling = self.inspection.dangling
         text = (
             f"{self.snapshot}: {self.inspection.uploads} uploads, {self.inspection.commits} "
-            f"commits, {len(dangling)} dangling ({self.copy.get('method', 'copy')} in "
+            f"commits, {self.inspection.tags} tags ({self.inspection.links} registry links), "
+            f"{len(dangling)} dangling ({self.copy.get('method', 'copy')} in "
             f"{self.copy.get('seconds')} s, checked in {self.seconds:.1f} s)"
         )
         if dangling:
@@ -182,7 +207,8 @@ class Checker:
     def inspect(self, copy: str, query: str = "") -> Inspection:
         """Start PostgreSQL on the copy and check every row against it; and run ``query``."""
         argv = ["bash", "-c", SCRIPT.read_text(), "snapshot_check", copy, query]
-        return parse(_exec(self.inspector, argv, [SCRIPT.name, copy]))
+        output = _exec(self.inspector, argv, [SCRIPT.name, copy])
+        return parse(output, reg.links_in_container(self.inspector, f"{copy}/{REGISTRY}"))
 
     def check(self, name: str, query: str = "") -> Verdict:
         copy, prepared = self.copy(name, name)

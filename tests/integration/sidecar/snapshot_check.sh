@@ -7,10 +7,12 @@
 # base backup when the copy holds a backup_label), on a socket of its own and no TCP port, and
 # with fsync off: the copy is thrown away, and fsync changes what a running server makes
 # durable, not what recovery finds (it saves the fsync of every file before crash recovery).
-# Output, tab-separated: first "rows <uploads> <commits>" (how many rows each table holds),
-# then one line per row:
+# Output, tab-separated: first "rows <uploads> <commits> <tags>" (how many rows each table
+# holds), then one line per row:
 #   upload <path> <OK|FAILED|FAILED open or read>      (sha256sum -c's verdict on the file)
 #   commit <project> <sha> <ok|missing|incomplete>     (the commit, then its whole tree)
+#   tag <repo> <tag> <digest>                          (judged by snapshot_check.py against the
+#                                                       registry's links, ops.rehearsal.registry)
 # With a second argument, a query, then one line per row it returns: "asked <its columns>".
 # Exits 3 (PostgreSQL's log on stderr) when the server does not start.
 set -euo pipefail
@@ -34,7 +36,8 @@ if ! as_psql pg_ctl -D "$data" -w -t 120 -l "$socket/log" \
 fi
 trap 'as_psql pg_ctl -D "$data" -m immediate stop >/dev/null' EXIT
 
-query "SELECT 'rows', (SELECT count(*) FROM dr_uploads), (SELECT count(*) FROM dr_commits)"
+query "SELECT 'rows', (SELECT count(*) FROM dr_uploads), (SELECT count(*) FROM dr_commits),
+  (SELECT count(*) FROM dr_tags)"
 query "SELECT sha256 || '  ' || path FROM dr_uploads" >"$socket/uploads"
 cd "$root/data/gitlab-rails/uploads"
 sha256sum -c "$socket/uploads" >"$socket/verdicts" 2>/dev/null || true  # 1 when one fails
@@ -80,6 +83,8 @@ query "SELECT DISTINCT project FROM dr_commits ORDER BY 1" >"$socket/projects"
 while read -r project; do
   query "SELECT sha FROM dr_commits WHERE project = '$project'" | check_commits "$project"
 done <"$socket/projects"
+
+query "SELECT 'tag', repo, tag, digest FROM dr_tags ORDER BY 2, 3"
 
 if [ -n "$asked" ]; then
   query "$asked" | sed 's/^/asked\t/'

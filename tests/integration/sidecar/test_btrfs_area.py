@@ -29,6 +29,7 @@ from gitlab_sync import btrfs, layout, receiver
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, save_pairing
 from gitlab_sync.manifest import differences, digest, manifest
 from gitlab_sync.restore import MARKER, restore
+from gitlab_sync.retention import Tiers
 from gitlab_sync.snapshots import Area
 from ops.rehearsal.loopfs import LoopBtrfs, loop_btrfs
 from tests.integration.sidecar import trees
@@ -37,6 +38,7 @@ from tests.integration.sidecar.sync_pair import SYNC_IMAGE, run_once, sync_pair
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+KEEP = Tiers(every=1e9)  # every snapshot, unless a test says otherwise
 
 
 @pytest.fixture
@@ -89,7 +91,7 @@ def _pass(
     if change:
         change(area.incoming)
     area.mark(pass_id, "received")
-    name: str = area.commit(pass_id, keep=5, max_age=1e9, extra={"files": 1})["snapshot"]
+    name: str = area.commit(pass_id, KEEP, extra={"files": 1})["snapshot"]
     return name
 
 
@@ -102,7 +104,7 @@ def test_a_pass_lands_in_a_writable_snapshot_of_current_and_is_published_read_on
     assert list(area.incoming.iterdir()) == []  # no current yet: an empty subvolume
     _tree(area.incoming)
     area.mark("p1", "received")
-    first = area.commit("p1", keep=5, max_age=1e9, extra={})["snapshot"]
+    first = area.commit("p1", KEEP, extra={})["snapshot"]
     published = area.snapshots / first
     assert btrfs.is_subvolume(published) and btrfs.is_readonly(published)
     assert area.current_name() == first and not area.incoming.exists()
@@ -119,7 +121,7 @@ def test_a_pass_lands_in_a_writable_snapshot_of_current_and_is_published_read_on
     (area.incoming / "data" / "d1" / "f0001").unlink()
     (area.incoming / "config" / "gitlab-secrets.json").chmod(0o644)
     area.mark("p2", "received")
-    second = area.commit("p2", keep=5, max_age=1e9, extra={})["snapshot"]
+    second = area.commit("p2", KEEP, extra={})["snapshot"]
     assert area.meta(second)["started_from"] == first
     now = manifest(str(published))
     assert now == before, differences(before, now)  # the older snapshot is untouched
@@ -138,10 +140,10 @@ def test_a_pass_cut_short_is_never_published_and_the_next_starts_from_current(
     (area.incoming / "data" / "half-written").write_bytes(b"x" * 1000)
     (area.incoming / "data" / "d2" / "f0002").unlink()
     with pytest.raises(SyncError, match="receiving"):
-        area.commit("p2", keep=5, max_age=1e9, extra={})
+        area.commit("p2", KEEP, extra={})
     area.mark("p2", "failed", "rsync exited 20")
     with pytest.raises(SyncError, match="failed"):
-        area.commit("p2", keep=5, max_age=1e9, extra={})
+        area.commit("p2", KEEP, extra={})
     assert area.current_name() == first and area.names() == [first]
     area.begin("p3", 1, T0 + dt.timedelta(minutes=2))  # the cut pass's subvolume is deleted
     assert digest(manifest(str(area.incoming))) == kept
@@ -170,7 +172,7 @@ def test_retention_deletes_subvolumes_at_once_not_through_the_trash(disk: LoopBt
     area.begin("p4", 1, T0 + dt.timedelta(minutes=4))
     area.mark("p4", "received")
     began = time.monotonic()
-    area.commit("p4", keep=2, max_age=1e9, extra={})  # prunes three of 20,000 files each
+    area.commit("p4", Tiers(every=1e9, most=2), extra={})  # prunes three of 20,000 files each
     seconds = time.monotonic() - began
     print(f"commit with three 20,000-file snapshots pruned: {seconds:.3f} s")
     assert len(area.names()) == 2 and not area.trash.exists()
@@ -196,7 +198,7 @@ def test_a_current_kept_as_a_folder_by_an_older_version_is_not_continued(
     area.begin("p1", 1, T0)
     assert btrfs.is_subvolume(area.incoming) and list(area.incoming.iterdir()) == []
     area.mark("p1", "received")
-    area.commit("p1", keep=1, max_age=1e9, extra={})
+    area.commit("p1", Tiers(every=1e9, most=1), extra={})
     assert area.names() == [area.current_name()] and area.empty_trash() == 1  # the folder
 
 

@@ -91,7 +91,7 @@ def test_the_scan_knows_route53_and_kms_writes_and_finds_the_record_upsert() -> 
         writes_of("route53") | writes_of("kms")
     )
     found = {line.rsplit(" ", 1)[1] for line in writes_in(WRITER, writes_of("route53"))}
-    assert found == {"change_resource_record_sets"}
+    assert found == {"change_resource_record_sets", "create_hosted_zone"}  # the sandbox's zone
 
 
 def test_no_writer_method_is_named_like_a_route53_or_kms_operation() -> None:

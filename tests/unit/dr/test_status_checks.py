@@ -42,6 +42,7 @@ def test_a_healthy_pair_passes_every_critical_check() -> None:
         "slave sync method",
         "last complete pass",
         "epoch",
+        "newest verified",
     ]
 
 

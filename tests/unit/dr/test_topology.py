@@ -34,9 +34,9 @@ def test_without_instance_hosts_the_public_address_and_private_sync_address_are_
 
 
 def test_role_overrides_apply_before_instance_overrides() -> None:
-    settings = settings_of(SLAVE_OVERRIDES="SYNC_PORT=2300 SNAPSHOT_KEEP=3", **SANDBOX)
+    settings = settings_of(SLAVE_OVERRIDES="SYNC_PORT=2300 SNAPSHOT_KEEP_MAX=3", **SANDBOX)
     slave = resolve(settings, pair(master=A, slave=B)).slave.settings
-    assert (slave.sync_port, slave.snapshot_keep) == (40002, 3)
+    assert (slave.sync_port, slave.snapshot_keep_max) == (40002, 3)
 
 
 def test_master_host_still_wins_and_keeps_role_overrides() -> None:

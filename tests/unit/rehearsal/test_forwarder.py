@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from ops.aws.inventory import ElasticIp, PairState
-from ops.rehearsal.forwarder import choose
+from ops.errors import OpsError
+from ops.rehearsal.forwarder import Forwarder, choose, refresh
 from tests.unit.pairs import SANDBOX, A, B, pair, settings_of
 
 SETTINGS = settings_of(
@@ -61,3 +63,51 @@ def test_a_stopped_holder_or_one_missing_from_instance_hosts_is_refused() -> Non
     assert choose(SETTINGS, stopped).reason == f"{A} is stopped"
     bare = settings_of(INSTANCE_HOSTS=f"{B}=127.0.0.1:32002")
     assert choose(bare, state).reason == f"INSTANCE_HOSTS does not name {A}"
+
+
+def test_without_an_elastic_ip_clients_follow_the_record_to_the_instance_it_names() -> None:
+    """SANDBOX_DNS=name: the record's address decides, and moves with it at promotion."""
+    before = choose(SETTINGS, pair(master=A, slave=B), record=("10.0.0.1",))
+    assert (before.instance_id, before.port) == (A, 41001)
+    assert before.reason == f"master {A} is what gitlab.example.com (10.0.0.1) names"
+    after = choose(SETTINGS, pair(master=B, slave=A), record=("10.0.0.2",))
+    assert (after.instance_id, after.port) == (B, 41002)
+
+
+def test_a_record_that_is_missing_names_no_instance_or_a_closed_one_is_refused() -> None:
+    state = pair(master=A, slave=B)
+    assert choose(SETTINGS, state, record=()).reason == "no A record gitlab.example.com"
+    stray = choose(SETTINGS, state, record=("192.0.2.9",))
+    assert stray.reason == "gitlab.example.com points at 192.0.2.9, no instance of the project"
+    closed = choose(SETTINGS, state, record=("10.0.0.2",))
+    assert not closed.open and closed.reason == f"{B} is closed to clients (in gitlab-slave)"
+
+
+def test_one_read_of_aws_each_poll_serves_every_listener_and_a_failed_read_keeps_them() -> None:
+    moved = pair(master=B, slave=A, holder=B)
+    answers: list[PairState | OpsError] = [
+        pair(master=A, slave=B, holder=A),
+        OpsError("moto is down"),
+        moved,
+    ]
+    reads: list[int] = []
+    logged: list[str] = []
+
+    def describe() -> PairState:
+        reads.append(1)
+        answer = answers[len(reads) - 1]
+        if isinstance(answer, OpsError):
+            raise answer
+        return answer
+
+    http = Forwarder(SETTINGS, "http", log=logged.append)
+    ssh = Forwarder(SETTINGS, "ssh", log=logged.append)
+    failing = asyncio.run(refresh([http, ssh], describe, logged.append))
+    assert failing == "" and len(reads) == 1  # not once per listener
+    failing = asyncio.run(refresh([http, ssh], describe, logged.append, failing=failing))
+    assert failing == "moto is down" and len(reads) == 2
+    assert http.decision.instance_id == ssh.decision.instance_id == A  # kept through the failure
+    assert http.decision.port != ssh.decision.port
+    assert any("cannot read AWS: moto is down" in line for line in logged)
+    asyncio.run(refresh([http, ssh], describe, logged.append, failing=failing))
+    assert http.decision.instance_id == ssh.decision.instance_id == B

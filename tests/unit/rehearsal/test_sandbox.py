@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from ops.rehearsal.layout import (
     render_env,
     sandbox_values,
 )
+from ops.rehearsal.processes import EPHEMERAL_RANGE, free_port
 from tests.unit.pairs import A, B, pair
 
 
@@ -30,7 +32,7 @@ def _instances() -> tuple[Instance, ...]:
     )
 
 
-def _values(layout: SandboxLayout, filesystem: str = "btrfs") -> dict[str, str]:
+def _values(layout: SandboxLayout, filesystem: str = "btrfs", dns: str = "off") -> dict[str, str]:
     return sandbox_values(
         layout,
         moto_url="http://127.0.0.1:5000",
@@ -38,6 +40,7 @@ def _values(layout: SandboxLayout, filesystem: str = "btrfs") -> dict[str, str]:
         gitlab_image="gitlab-dr/gitlab-standin:local",
         sync_address_host="172.17.0.1",
         filesystem=filesystem,
+        dns=dns,
         ami_id="ami-0123456789abcdef0",
         instances=_instances(),
     )
@@ -158,3 +161,29 @@ def test_the_record_names_each_instance_by_its_id_and_knows_no_other(tmp_path: P
     state = State(str(tmp_path), "p", instances=[{"name": "a", "instance_id": A}])
     assert state.instance_name(A) == "a"
     assert state.instance_name(B) is None
+
+
+def test_sandbox_dns_name_gives_a_private_gitlab_found_by_its_record(tmp_path: Path) -> None:
+    layout = SandboxLayout(tmp_path / "sb")
+    plain = _load(layout, tmp_path)
+    assert (plain.sandbox_dns, plain.use_elastic_ip, plain.dns_zone) == ("off", True, "")
+    env = tmp_path / "named.env"
+    env.write_text(render_env(_values(layout, dns="name")))
+    named = settings_mod.load({}, env_file=env)
+    assert (named.sandbox_dns, named.use_elastic_ip) == ("name", False)
+    assert (named.dns_zone, named.dns_name, named.dns_ttl) == (
+        "sandbox.test",
+        "gitlab.sandbox.test",
+        5,
+    )
+
+
+def test_the_ports_it_names_are_below_the_range_the_kernel_and_docker_hand_out() -> None:
+    """A port named now and bound later (a stack's, at pair or promotion) must not be one that a
+    connection or another container can take meanwhile."""
+    low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 < port < low for port in ports), (low, sorted(ports))
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", ports[0]))  # noqa: S104 - it was free on every address

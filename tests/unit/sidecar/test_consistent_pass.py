@@ -18,16 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from gitlab_sync import pg, receiver
+from gitlab_sync import backup_pass, pg, receiver, rsync
 from gitlab_sync.backup_pass import postgresql_mode
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, save_pairing
 from gitlab_sync.filters import (
+    REGISTRY_BLOBS,
     after_stop_filters,
+    files_filters,
     not_refs_filters,
     postgres_excludes,
     refs_filters,
+    registry_blobs_filters,
     wal_filters,
 )
+from gitlab_sync.records import PassRecord
+from gitlab_sync.retention import Tiers
 from gitlab_sync.snapshots import PG_DATA, Area
 
 REPO = "data/git-data/repositories/group/sub/project.git"
@@ -290,7 +295,7 @@ def _snapshot(area: Area) -> str:
     (area.incoming / PG_DATA / "base" / "1259").write_bytes(b"page" * 1000)
     (area.incoming / "data" / "pack").write_bytes(b"pack")
     os.link(area.incoming / "data" / "pack", area.incoming / "data" / "pack-link")
-    return str(area.commit("p1", keep=5, max_age=86400.0, extra={})["snapshot"])
+    return str(area.commit("p1", Tiers(every=1e9), extra={})["snapshot"])
 
 
 def test_prepare_makes_a_real_copy_that_gitlab_can_write_without_touching_snapshots(
@@ -367,7 +372,7 @@ def test_a_full_sync_area_is_said_in_one_line_not_a_traceback(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err
     assert err.startswith("gitlab-sync receiver: the slave's sync area is full")
-    assert "SNAPSHOT_KEEP" in err
+    assert "SNAPSHOT_KEEP_MAX" in err
 
 
 def test_files_written_before_the_stop_are_copied_again_but_refs_and_postgresql_are_not(
@@ -395,3 +400,73 @@ def test_files_written_before_the_stop_are_copied_again_but_refs_and_postgresql_
     assert (dest / REPO / "refs/heads/main").read_text() == f"{REPO}/refs/heads/main"
     assert (dest / PG_DATA / "base/1/1259").read_text() == f"{PG_DATA}/base/1/1259"
     assert (dest / PG_DATA / "backup_label").exists()
+
+
+def _push(root: Path, tag: str, hexdigest: str) -> tuple[str, str]:
+    """A registry push as the registry makes it: the blob, then the links naming it."""
+    blob = f"{REGISTRY_BLOBS[1:]}/sha256/{hexdigest[:2]}/{hexdigest}/data"
+    repo = f"{REGISTRY_BLOBS[1:].removesuffix('/blobs')}/repositories/dr/tool/_manifests"
+    link = f"{repo}/tags/{tag}/current/link"
+    for rel, text in ((blob, "{}"), (f"{repo}/revisions/sha256/{hexdigest}/link", hexdigest)):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    (root / link).write_text(f"sha256:{hexdigest}")
+    return blob, link
+
+
+def test_registry_blobs_are_copied_after_every_link_that_names_them(tmp_path: Path) -> None:
+    """Steps 3, 5 and 7 of the fallback's pass: a push while step 3 or 5 runs leaves its
+    link in the copy; its blob, written before the link, arrives in step 7 (in one walk,
+    blobs sort before repositories, and a push between the two tore a tag from its blob)."""
+    source, dest = _tree(tmp_path / "src"), tmp_path / "dst"
+    old_blob, old_link = _push(source, "v1", "a" * 64)
+    _rsync(source, dest, files_filters(backup=True))
+    assert (dest / old_link).exists() and not (dest / old_blob).exists()  # not yet: step 7's
+    new_blob, new_link = _push(source, "v2", "b" * 64)
+    _rsync(source, dest, after_stop_filters())
+    assert (dest / new_link).exists() and not (dest / new_blob).exists()
+    before = _files(dest)
+    _rsync(source, dest, registry_blobs_filters())
+    assert _files(dest) == before | {old_blob, new_blob}  # the blobs, nothing else, none lost
+
+
+class _PushingSender:
+    """What backup_pass.send needs of a Sender: each copy runs the local rsync into ``dest``,
+    and the registry takes a push (blob, then links) just before it."""
+
+    def __init__(self, source: Path, dest: Path) -> None:
+        self.paths = types.SimpleNamespace(source=source)
+        self.dest, self.phases, self.pushes = dest, list[str](), 0
+        self.pg_seen: object = None
+
+    def log(self, _line: str) -> None:
+        pass
+
+    def phase(self, _record: PassRecord, name: str) -> None:
+        self.phases.append(name)
+
+    def copy(self, source: Path, _pass_id: str, filters: list[str], **_kw: object) -> rsync.Result:
+        self.pushes += 1
+        _push(source, f"v{self.pushes}", f"{self.pushes:x}" * 64)
+        _rsync(source, self.dest, filters)
+        return rsync.Result(0, True, "ok", rsync.Stats())
+
+
+def test_a_pass_copies_the_registry_blobs_after_every_copy_that_brings_links(
+    tmp_path: Path,
+) -> None:
+    """backup_pass.send itself, on a tree without PostgreSQL (steps 2, 3 and 7): pushes just
+    before each copy, and every link that reached the copy has its blob."""
+    source, dest = tmp_path / "src", tmp_path / "dst"
+    (source / "data/gitlab-rails/uploads").mkdir(parents=True)
+    (source / "data/gitlab-rails/uploads/a.png").write_text("an upload")
+    sender = _PushingSender(source, dest)
+    backup_pass.send(sender, PassRecord("p1", "timer", "now"))  # type: ignore[arg-type]
+    assert sender.phases == ["refs", "files", "registry-blobs"]
+    copied = _files(dest)
+    links = [f for f in copied if f.endswith("/current/link")]
+    assert len(links) == 2  # pushed before steps 2 and 3; the third, before step 7, has none yet
+    for link in links:
+        hexdigest = (dest / link).read_text().removeprefix("sha256:")
+        assert f"{REGISTRY_BLOBS[1:]}/sha256/{hexdigest[:2]}/{hexdigest}/data" in copied, link

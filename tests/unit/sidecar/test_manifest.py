@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from gitlab_sync import manifest as gitlab_manifest
 from gitlab_sync.manifest import differences, digest, manifest
 
 
@@ -36,3 +40,28 @@ def test_differences_and_digest_tell_trees_apart(tmp_path: Path) -> None:
     assert digest(before) != digest(after)
     assert any("mode" in line for line in differences(before, after))
     assert differences(after, after) == []
+
+
+def test_a_link_to_the_tree_moved_while_it_is_read_gives_the_tree_it_named_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``current`` moves to the next snapshot while a pass lands: the walk reads one snapshot."""
+    for name, files in (("one", ["a", "b", "gone"]), ("two", ["a", "b", "new"])):
+        (tmp_path / name).mkdir()
+        for file in files:
+            (tmp_path / name / file).write_text(name)
+    current = tmp_path / "current"
+    current.symlink_to("one")
+    walk = gitlab_manifest._walk
+
+    def moving(root: bytes) -> Iterator[bytes]:
+        for index, rel in enumerate(walk(root)):
+            if index == 1:  # the next pass lands: current now names snapshot two
+                (tmp_path / "next").symlink_to("two")
+                os.replace(tmp_path / "next", current)
+            yield rel
+
+    monkeypatch.setattr(gitlab_manifest, "_walk", moving)
+    read = manifest(str(current))
+    monkeypatch.setattr(gitlab_manifest, "_walk", walk)
+    assert read == manifest(str(tmp_path / "one"))

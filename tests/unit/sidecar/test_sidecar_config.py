@@ -9,6 +9,7 @@ import pytest
 
 from gitlab_sync import keys
 from gitlab_sync.config import Pairing, Paths, Peer, SyncError, Tunables, parse_duration
+from gitlab_sync.retention import Tiers
 from gitlab_sync.status import PassSummary, SidecarStatus
 
 KEY = (
@@ -87,11 +88,30 @@ def test_durations(text: str, seconds: float) -> None:
 
 def test_tunables_come_from_the_environment() -> None:
     tunables = Tunables.from_env(
-        {"SYNC_INTERVAL": "2m", "SNAPSHOT_KEEP": "3", "SYNC_BWLIMIT": "100"}
+        {"SYNC_INTERVAL": "2m", "SNAPSHOT_KEEP_HOURLY": "3d", "SYNC_BWLIMIT": "100"}
     )
-    assert (tunables.interval, tunables.keep, tunables.bwlimit) == (120, 3, 100)
+    assert (tunables.interval, tunables.keep_hourly, tunables.bwlimit) == (120, 259200, 100)
+    assert tunables.tiers == Tiers(hourly=259200)  # the other tiers at their defaults
+    assert Tiers() == Tiers(every=900, minutely=7200, hourly=172800, daily=691200, most=0)
     with pytest.raises(SyncError, match="bad sidecar setting"):
         Tunables.from_env({"SYNC_INTERVAL": "soon"})
+    with pytest.raises(SyncError, match="bad sidecar setting: a whole number of snapshots"):
+        Tunables.from_env({"SNAPSHOT_KEEP_MAX": "-1"})
+
+
+@pytest.mark.parametrize("name", ["SNAPSHOT_KEEP", "SNAPSHOT_MAX_AGE"])
+def test_the_retired_retention_settings_are_refused_naming_the_tiers(name: str) -> None:
+    with pytest.raises(SyncError) as error:
+        Tunables.from_env({name: "24"})
+    said = str(error.value)
+    assert said.startswith(f"{name}: no longer read: retention is by tiers, SNAPSHOT_KEEP_ALL")
+    assert "SNAPSHOT_KEEP_DAILY" in said and "\n" not in said
+
+
+def test_tunables_an_older_version_saved_still_load(tmp_path: Path) -> None:
+    paths = Paths(state=tmp_path, source=tmp_path / "source", sync=tmp_path / "sync")
+    (tmp_path / "tunables.json").write_text('{"interval": 60, "keep": 24, "max_age": 604800}')
+    assert Tunables.saved(paths) == Tunables(interval=60)
 
 
 @pytest.mark.parametrize(

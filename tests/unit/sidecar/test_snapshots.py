@@ -1,4 +1,5 @@
-"""Snapshots on the slave: retention, and publication only when a pass is complete."""
+"""Snapshots on the slave: publication only when a pass is complete (retention:
+test_retention.py)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,15 @@ import pytest
 
 from gitlab_sync import receiver
 from gitlab_sync.config import SyncError
-from gitlab_sync.snapshots import NAME_PATTERN, Area, snapshot_name, to_prune
+from gitlab_sync.retention import Tiers
+from gitlab_sync.snapshots import NAME_PATTERN, Area, snapshot_name
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+KEEP = Tiers(every=1e9)  # every snapshot: these tests are not about retention
 
 
 def _names(*hours_ago: float) -> list[str]:
     return [snapshot_name(NOW - dt.timedelta(hours=h)) for h in hours_ago]
-
-
-def test_retention_keeps_the_newest_n() -> None:
-    names = _names(0, 1, 2, 3, 4)
-    assert to_prune(names, NOW, keep=3, max_age=86400) == sorted(names[3:])
-
-
-def test_retention_drops_snapshots_older_than_the_maximum_age() -> None:
-    names = _names(0, 1, 30, 50)
-    assert to_prune(names, NOW, keep=24, max_age=24 * 3600) == sorted(names[2:])
-
-
-def test_retention_never_drops_the_newest_even_when_old() -> None:
-    names = _names(100, 200)
-    assert to_prune(names, NOW, keep=24, max_age=3600) == [names[1]]
 
 
 def test_snapshot_names_sort_by_time() -> None:
@@ -53,7 +41,7 @@ def _received(area: Area, pass_id: str, started: dt.datetime, content: str) -> N
 def test_a_complete_pass_becomes_current(tmp_path: Path) -> None:
     area = Area(tmp_path)
     _received(area, "p1", NOW, "one")
-    done = area.commit("p1", keep=5, max_age=1e9, extra={"files": 1})
+    done = area.commit("p1", KEEP, extra={"files": 1})
     assert area.current_name() == done["snapshot"] == snapshot_name(NOW)
     assert (area.current / "file").read_text() == "one"
     assert area.meta(done["snapshot"])["files"] == 1
@@ -65,7 +53,7 @@ def test_a_complete_pass_becomes_current(tmp_path: Path) -> None:
 def test_a_pass_of_what_changed_needs_btrfs_snapshots(tmp_path: Path) -> None:
     area = Area(tmp_path)
     _received(area, "p1", NOW, "one")
-    name = area.commit("p1", keep=5, max_age=1e9, extra={})["snapshot"]
+    name = area.commit("p1", KEEP, extra={})["snapshot"]
     assert "not btrfs snapshots" in area.continues_from(name)
     assert area.seal_published() == []  # nothing to seal on folders
     argv = receiver.server_command(area, ["--server", "-logDtpre.iLsfxC", ".", "x/"])
@@ -75,16 +63,16 @@ def test_a_pass_of_what_changed_needs_btrfs_snapshots(tmp_path: Path) -> None:
 def test_a_failed_or_unfinished_pass_is_never_published(tmp_path: Path) -> None:
     area = Area(tmp_path)
     _received(area, "p1", NOW, "one")
-    area.commit("p1", keep=5, max_age=1e9, extra={})
+    area.commit("p1", KEEP, extra={})
     area.begin("p2", 1, NOW + dt.timedelta(minutes=1))
     (area.incoming / "file").write_text("half")
     with pytest.raises(SyncError, match="receiving"):
-        area.commit("p2", keep=5, max_age=1e9, extra={})
+        area.commit("p2", KEEP, extra={})
     area.mark("p2", "failed", "rsync exited 11")
     with pytest.raises(SyncError, match="failed"):
-        area.commit("p2", keep=5, max_age=1e9, extra={})
+        area.commit("p2", KEEP, extra={})
     with pytest.raises(SyncError, match="not the one being received"):
-        area.commit("p3", keep=5, max_age=1e9, extra={})
+        area.commit("p3", KEEP, extra={})
     assert (area.current / "file").read_text() == "one"
 
 
@@ -100,7 +88,7 @@ def test_commit_applies_retention_through_the_trash(tmp_path: Path) -> None:
     area = Area(tmp_path)
     for i in range(4):
         _received(area, f"p{i}", NOW + dt.timedelta(minutes=i), str(i))
-        area.commit(f"p{i}", keep=2, max_age=1e9, extra={})
+        area.commit(f"p{i}", Tiers(every=1e9, most=2), extra={})
     assert len(area.names()) == 2
     assert area.empty_trash() == 2
     assert (area.current / "file").read_text() == "3"
@@ -118,7 +106,7 @@ def test_restore_copies_the_current_snapshot_without_sharing_inodes(tmp_path: Pa
 
     area = Area(tmp_path / "sync")
     _received(area, "p1", NOW, "data")
-    area.commit("p1", keep=5, max_age=1e9, extra={})
+    area.commit("p1", KEEP, extra={})
     target = tmp_path / "gitlab"
     (target / "config").mkdir(parents=True)  # an empty mount point, as Docker makes it
     record = restore(area, target)
@@ -140,7 +128,7 @@ def test_restore_moves_what_was_there_aside_and_refuses_without_a_snapshot(tmp_p
     with pytest.raises(SyncError, match="no complete snapshot"):
         restore(area, tmp_path / "gitlab")
     _received(area, "p1", NOW, "new")
-    area.commit("p1", keep=5, max_age=1e9, extra={})
+    area.commit("p1", KEEP, extra={})
     target = tmp_path / "gitlab"
     (target / "data").mkdir(parents=True)
     (target / "data" / "old").write_text("keep me")
@@ -155,7 +143,7 @@ def test_restore_of_a_chosen_snapshot_and_of_none_that_exists(tmp_path: Path) ->
     area = Area(tmp_path / "sync")
     for i in range(2):
         _received(area, f"p{i}", NOW + dt.timedelta(minutes=i), str(i))
-        area.commit(f"p{i}", keep=5, max_age=1e9, extra={})
+        area.commit(f"p{i}", KEEP, extra={})
     older = area.names()[0]
     target = tmp_path / "gitlab"
     (target / "data").mkdir(parents=True)
@@ -174,19 +162,19 @@ def test_a_snapshot_is_named_for_the_masters_instant_never_later_than_the_slave_
     area = Area(tmp_path)
     _received(area, "p1", NOW, "1")
     frozen = NOW - dt.timedelta(seconds=0.4)  # the master froze its tree before sending
-    done = area.commit("p1", keep=5, max_age=1e9, extra={}, instant=frozen)
+    done = area.commit("p1", KEEP, extra={}, instant=frozen)
     assert done["snapshot"] == snapshot_name(frozen)
     assert area.meta(done["snapshot"])["started_at"] == done["started_at"]
     # An instant after the slave began receiving is not believed: the slave's start stands.
     _received(area, "p2", NOW + dt.timedelta(minutes=1), "2")
     later = NOW + dt.timedelta(minutes=2)
-    assert area.commit("p2", keep=5, max_age=1e9, extra={}, instant=later)["snapshot"] == (
+    assert area.commit("p2", KEEP, extra={}, instant=later)["snapshot"] == (
         snapshot_name(NOW + dt.timedelta(minutes=1))
     )
     # Nor one before the current snapshot's: names stay in order.
     _received(area, "p3", NOW + dt.timedelta(minutes=3), "3")
     early = NOW - dt.timedelta(minutes=5)
-    assert area.commit("p3", keep=5, max_age=1e9, extra={}, instant=early)["snapshot"] == (
+    assert area.commit("p3", KEEP, extra={}, instant=early)["snapshot"] == (
         snapshot_name(NOW + dt.timedelta(minutes=3))
     )
 
