@@ -29,28 +29,21 @@ def add_parsers(sub: Subparsers) -> None:
         "when btrfs is set up wrongly",
     )
     shown.add_argument("--json", action="store_true", help="as JSON")
-    prep = sub.add_parser(
+    _into_target(
+        sub,
         "prepare",
-        help="make TARGET a runnable copy of a complete snapshot (default: current): a "
-        "writable btrfs snapshot where it can be, else a copy",
+        "make TARGET a runnable copy of a complete snapshot (default: current): a writable "
+        "btrfs snapshot where it can be, else a copy",
+        "a directory holding nothing but empty directories, e.g. /target",
     )
-    prep.add_argument(
-        "target", help="a directory holding nothing but empty directories, e.g. /target"
-    )
-    prep.add_argument("--snapshot", help="the snapshot's name (default: current)")
-    prep.add_argument("--json", action="store_true", help="as JSON")
-    back = sub.add_parser(
+    _into_target(
+        sub,
         "restore",
-        help="promotion: put the newest complete snapshot in TARGET (idempotent; what was "
-        "there is set aside, never deleted)",
-    )
-    back.add_argument(
-        "target",
-        help="GITLAB_HOME, read-write; with btrfs snapshots, inside its parent mounted "
+        "promotion: put the newest complete snapshot in TARGET (idempotent; what was there is "
+        "set aside, never deleted)",
+        "GITLAB_HOME, read-write; with btrfs snapshots, inside its parent mounted "
         "(e.g. /homes/gitlab) so that it can be replaced by a snapshot",
     )
-    back.add_argument("--snapshot", help="the snapshot's name (default: current)")
-    back.add_argument("--json", action="store_true", help="as JSON")
     man = sub.add_parser(
         "manifest", help="the manifest of a tree (path, type, mode, owner, hash...)"
     )
@@ -89,6 +82,14 @@ def add_parsers(sub: Subparsers) -> None:
     gone.add_argument("path", nargs="?", help=f"a copy, e.g. /sync/{VERIFY_DIR}/NAME")
     gone.add_argument("--all", action="store_true", help=f"every copy under {VERIFY_DIR}/")
     gone.add_argument("--json", action="store_true", help="as JSON")
+
+
+def _into_target(sub: Subparsers, name: str, about: str, target: str) -> None:
+    """A command that puts a snapshot (``--snapshot``, default current) in a TARGET."""
+    parser = sub.add_parser(name, help=about)
+    parser.add_argument("target", help=target)
+    parser.add_argument("--snapshot", help="the snapshot's name (default: current)")
+    parser.add_argument("--json", action="store_true", help="as JSON")
 
 
 def _print(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
