@@ -256,7 +256,18 @@ class Settings:
         "its /-/readiness answers.",
     )
     ready_timeout: float = setting(
-        parse_duration, "15m", "How long promotion waits for GitLab on the slave to be ready."
+        parse_duration,
+        "15m",
+        "How long promotion (and a verification's throwaway GitLab) waits for GitLab to be ready.",
+        compose=True,
+    )
+    verify_every: float = setting(
+        parse_duration,
+        "6h",
+        "How often the slave's gitlab-verify service proves its current snapshot with a "
+        "throwaway GitLab (inv verify-slave's checks); 0: never. Off on the fallback, where a "
+        "copy of the snapshot is not O(1).",
+        compose=True,
     )
     state_dir: str = setting(
         parsing.local_path,

@@ -270,6 +270,12 @@ build {
     destination = local.staging
   }
 
+  # ops/: the gitlab-verify service (the same image) runs ops.dr.verify_schedule.
+  provisioner "file" {
+    source      = "${path.root}/../ops"
+    destination = local.staging
+  }
+
   provisioner "file" {
     source      = "${path.root}/files/prepare-data-volume.sh"
     destination = "${local.staging}/prepare-data-volume.sh"

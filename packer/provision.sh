@@ -62,7 +62,7 @@ esac
 id "$DOCKER_USER" >/dev/null 2>&1 || die "user $DOCKER_USER does not exist (the SSH user of the hosts)"
 [ -f "$STAGING_DIR/compose/docker-compose.yml" ] || die "$STAGING_DIR/compose/docker-compose.yml is missing"
 [ -f "$STAGING_DIR/prepare-data-volume.sh" ] || die "$STAGING_DIR/prepare-data-volume.sh is missing"
-for part in images/gitlab-rsync/Dockerfile sidecar/gitlab_sync/__main__.py; do
+for part in images/gitlab-rsync/Dockerfile sidecar/gitlab_sync/__main__.py ops/dr/verify_schedule.py; do
   [ -f "$STAGING_DIR/$part" ] || die "$STAGING_DIR/$part is missing (the sidecar's build context)"
 done
 
@@ -131,15 +131,17 @@ usermod -aG docker "$DOCKER_USER"
 
 # --- The Compose stack and the images ------------------------------------------------------
 # The stack's folder holds compose/ and, beside it, the sidecar's build context (its Dockerfile
-# in images/gitlab-rsync, its code in sidecar/): the Compose file builds from "..".
+# in images/gitlab-rsync, its code in sidecar/ and, for gitlab-verify, ops/): the Compose file
+# builds from "..".
 APP_DIR=$(dirname "$STACK_DIR")
 log "installing the Compose stack in $STACK_DIR and the sidecar's build context in $APP_DIR"
-rm -rf "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar"
+rm -rf "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar" "$APP_DIR/ops"
 install -d -m 0755 "$APP_DIR" "$APP_DIR/images"
 cp -R "$STAGING_DIR/compose" "$STACK_DIR"
 cp -R "$STAGING_DIR/images/gitlab-rsync" "$APP_DIR/images/gitlab-rsync"
 cp -R "$STAGING_DIR/sidecar" "$APP_DIR/sidecar"
-for dir in "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar"; do
+cp -R "$STAGING_DIR/ops" "$APP_DIR/ops"
+for dir in "$STACK_DIR" "$APP_DIR/images" "$APP_DIR/sidecar" "$APP_DIR/ops"; do
   find "$dir" -name __pycache__ -prune -exec rm -rf {} +
   chown -R root:root "$dir"
   chmod -R u=rwX,go=rX "$dir"

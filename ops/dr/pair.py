@@ -125,8 +125,9 @@ def pair(
         Engine.open(topo.master.host, topo.master.settings) as master,
         ThreadPoolExecutor(2, thread_name_prefix="gitlab-dr-pair") as pool,
     ):
-        progress("deploying gitlab-rsync on both hosts")
-        _together(pool, lambda: slave.up([sidecar.SERVICE]), lambda: master.up([sidecar.SERVICE]))
+        progress("deploying gitlab-rsync and gitlab-verify on both hosts")
+        services = [sidecar.SERVICE, sidecar.VERIFIER]
+        _together(pool, lambda: slave.up(services), lambda: master.up(services))
         result.master_layout, result.slave_layout = check_layouts(master, slave, progress)
         progress("slave: deploying GitLab (created, not started)")
         created = pool.submit(slave.create, [sidecar.GITLAB])  # while the master's GitLab starts

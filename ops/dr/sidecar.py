@@ -15,6 +15,8 @@ from ops.hosts.engine import ContainerNotRunning, Engine, ExecResult
 
 SERVICE = "gitlab-rsync"
 GITLAB = "gitlab"
+VERIFIER = "gitlab-verify"
+"""The service that verifies the slave's snapshots on a schedule (:mod:`ops.dr.verify_schedule`)."""
 
 
 ERROR_PREFIX = "gitlab-sync: error: "

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ops.errors import HostError, OpsError, SettingError
-from ops.hosts.relay import SSHDockerClient
+from ops.hosts.relay import LocalDockerClient, SSHDockerClient
 from ops.settings import Settings
 
 STACK_FILE = Path(__file__).resolve().parents[2] / "compose" / "docker-compose.yml"
@@ -64,17 +64,17 @@ def compose(
     settings: Settings,
     args: Sequence[str],
     *,
-    client: SSHDockerClient | None = None,
+    client: SSHDockerClient | LocalDockerClient | None = None,
     compose_file: Path = STACK_FILE,
     timeout: float = COMPOSE_TIMEOUT,
 ) -> str:
     """Run ``docker-compose`` on the stack file with the settings; return its standard output.
 
-    With ``client`` it drives that host's engine through the client's relay
-    (``DOCKER_HOST=unix://…``: the same ssh, options and checks as the SDK); without, it touches
-    no engine (``config``). Its environment is the settings' ``compose_env()`` and a few basics,
-    nothing else of ours (no stray ``DOCKER_*`` or ``COMPOSE_*``), and a ``.env`` beside the
-    file is not read. A failure is a one-line :class:`HostError`.
+    With ``client`` it drives that host's engine through the client's socket (``DOCKER_HOST=
+    unix://…``: over ssh, the relay's, with the same options and checks as the SDK); without, it
+    touches no engine (``config``). Its environment is the settings' ``compose_env()`` and a few
+    basics, nothing else of ours (no stray ``DOCKER_*`` or ``COMPOSE_*``), and a ``.env`` beside
+    the file is not read. A failure is a one-line :class:`HostError`.
     """
     where = str(client.host) if client else "local"
     verb = args[0] if args else "?"
@@ -85,7 +85,7 @@ def compose(
         env["PATH"] = os.environ.get("PATH", os.defpath)
         env.update(settings.compose_env())
         if client is not None:
-            env["DOCKER_HOST"] = client.relay.url
+            env["DOCKER_HOST"] = f"unix://{client.socket_path}"
         argv = [
             compose_binary(),
             "--ansi", "never",

@@ -37,12 +37,15 @@ from gitlab_sync.waits import wait_until
 from ops.errors import HostError, OpsError
 from ops.hosts.compose import COMPOSE_TIMEOUT, PROJECT_LABEL, STACK_FILE, compose, compose_project
 from ops.hosts.exec_stream import exchange, start_exec
-from ops.hosts.relay import SSHDockerClient, connect
+from ops.hosts.relay import LocalDockerClient, SSHDockerClient, connect
 from ops.hosts.ssh import Host, last_line
 from ops.settings import Settings
 
 EXEC_TIMEOUT = 120.0
 """Seconds a command run with :meth:`Engine.exec` may take, by default."""
+
+LOCAL_SOCKET = "unix:///var/run/docker.sock"
+"""The engine's socket where :meth:`Engine.local` finds it (the stack mounts it there)."""
 
 ONE_OFF_LABEL = "gitlab-dr.one-off"
 """The label of a container :meth:`Engine.run_once` made; its value is the run's name."""
@@ -111,7 +114,7 @@ class Engine:
         self,
         host: Host,
         settings: Settings,
-        client: SSHDockerClient,
+        client: SSHDockerClient | LocalDockerClient,
         compose_file: Path = STACK_FILE,
     ) -> None:
         self.host = host
@@ -127,6 +130,20 @@ class Engine:
         """Connect to ``host`` (see :func:`connect`)."""
         compose_project(settings)  # a bad PROJECT_NAME stops us before anything is opened
         return cls(host, settings, connect(host, settings), compose_file)
+
+    @classmethod
+    def local(cls, settings: Settings, socket: str = LOCAL_SOCKET) -> Engine:
+        """The engine of the host we run on, through its ``socket`` (no ssh): for a service of
+        the stack given the socket."""
+        compose_project(settings)
+        host = Host("this host", "localhost")
+        try:
+            client = LocalDockerClient(host, socket)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise HostError(
+                f"{host}: the Docker engine at {socket} does not answer: {exc}"
+            ) from exc
+        return cls(host, settings, client)
 
     def close(self) -> None:
         """Close the client and stop its ssh processes (a hash still being read fails)."""
@@ -391,7 +408,7 @@ class Engine:
                         f"{self.host}: {what} failed: {last_line(said)}"
                     ) from exc
                 raise
-            sock, received = start_exec(self.client.relay, api.api_version, exec_id, deadline)
+            sock, received = start_exec(self.client.socket_path, api.api_version, exec_id, deadline)
             try:
                 stdout, stderr = exchange(sock, received, stdin, deadline)
             except TimeoutError:

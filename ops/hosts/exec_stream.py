@@ -1,8 +1,9 @@
 """An exec's stream for :meth:`ops.hosts.engine.Engine.exec`, hijacked as the docker CLI does.
 
 ``POST /exec/ID/start`` with ``Upgrade: tcp`` is written on a connection of its own to the
-relay's socket (:func:`start_exec`); :func:`exchange` then feeds stdin and ends it (a
-half-close), while it reads the engine's multiplexed frames into stdout and stderr apart.
+relay's socket, or to the engine's own (:func:`start_exec`); :func:`exchange` then feeds stdin
+and ends it (a half-close), while it reads the engine's multiplexed frames into stdout and
+stderr apart.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import time
 
 import docker.errors
 
-from ops.hosts.relay import Relay
-
 _FRAME = struct.Struct(">BxxxL")
 
 
 def start_exec(
-    relay: Relay, api_version: str, exec_id: str, deadline: float
+    socket_path: str, api_version: str, exec_id: str, deadline: float
 ) -> tuple[socket.socket, bytes]:
-    """Start an exec, hijacked as the docker CLI does: the stream's socket and what came with
-    the answer's head."""
+    """Start an exec on the engine at ``socket_path`` (the relay's, or the engine's own),
+    hijacked as the docker CLI does: the stream's socket and what came with the answer's head."""
     if not re.fullmatch(r"[0-9a-f]{1,128}", exec_id):
         raise docker.errors.DockerException(f"unexpected exec id {exec_id!r}")
     body = json.dumps({"Detach": False, "Tty": False}).encode()
@@ -42,7 +41,7 @@ def start_exec(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(max(0.01, deadline - time.monotonic()))
-        sock.connect(relay.path)
+        sock.connect(socket_path)
         sock.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data and len(data) < 65536:

@@ -180,6 +180,8 @@ class SSHDockerClient(docker.DockerClient):
         super().__init__(base_url=relay.url, version=version, timeout=int(timeout))
         self.host = host
         self.relay = relay
+        self.socket_path = relay.path
+        """The unix socket that reaches the engine (a hijacked exec connects to it)."""
 
     def ssh_error(self, settings: Settings) -> str | None:
         """Why the relay's last ssh failed, as a sentence (waiting SSH_ERROR_GRACE for it to
@@ -192,6 +194,22 @@ class SSHDockerClient(docker.DockerClient):
             super().close()
         finally:
             self.relay.close()
+
+
+class LocalDockerClient(docker.DockerClient):
+    """A ``docker.DockerClient`` on the engine of the host we run on, through its socket: the
+    stack's own scheduled verification (:mod:`ops.dr.verify_schedule`), in a container given the
+    socket. There is no ssh, so no ssh failure to tell."""
+
+    def __init__(self, host: Host, base_url: str, timeout: float = API_TIMEOUT) -> None:
+        if not base_url.startswith("unix://"):
+            raise ValueError(f"the local engine is reached through a unix socket: {base_url!r}")
+        super().__init__(base_url=base_url, version="auto", timeout=int(timeout))
+        self.host = host
+        self.socket_path = base_url.removeprefix("unix://")
+
+    def ssh_error(self, settings: Settings) -> str | None:
+        return None
 
 
 def connect(host: Host, settings: Settings, *, timeout: float = API_TIMEOUT) -> SSHDockerClient:

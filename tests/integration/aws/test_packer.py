@@ -136,8 +136,9 @@ def test_every_file_the_provisioners_upload_or_run_exists_in_the_repository(
         resolved = (PACKER_DIR / path.removeprefix("${path.root}/")).resolve()
         assert resolved.exists(), f"{path} ({resolved}) does not exist"
         assert ROOT in resolved.parents, f"{path} is outside the repository"
-    # The sidecar's build context (its Dockerfile and its code) travels with the Compose stack.
-    for part in ("/../compose", "/../images/gitlab-rsync", "/../sidecar"):
+    # The sidecar's build context (its Dockerfile and its code, ops/ for gitlab-verify) travels
+    # with the Compose stack.
+    for part in ("/../compose", "/../images/gitlab-rsync", "/../sidecar", "/../ops"):
         assert any(p.endswith(part) for p in named), f"nothing uploads {part}"
     assert (ROOT / "compose" / "docker-compose.yml").is_file()
     assert (ROOT / "images" / "gitlab-rsync" / "Dockerfile").is_file()
@@ -290,6 +291,7 @@ class Host:
                 "tmp/gitlab-dr/compose": ROOT / "compose",
                 "tmp/gitlab-dr/images/gitlab-rsync": ROOT / "images" / "gitlab-rsync",
                 "tmp/gitlab-dr/sidecar": ROOT / "sidecar",
+                "tmp/gitlab-dr/ops": ROOT / "ops",
                 "tmp/gitlab-dr/prepare-data-volume.sh": PACKER_DIR
                 / "files"
                 / "prepare-data-volume.sh",
@@ -432,6 +434,7 @@ def test_the_compose_stack_is_installed_and_the_staging_area_removed(
     host.ok("test -f /opt/gitlab-dr/compose/docker-compose.yml")
     host.ok("test -f /opt/gitlab-dr/images/gitlab-rsync/Dockerfile")
     host.ok("test -f /opt/gitlab-dr/sidecar/gitlab_sync/__main__.py")
+    host.ok("test -f /opt/gitlab-dr/ops/dr/verify_schedule.py")
     assert host.sh("test -e /tmp/gitlab-dr")[0] != 0
     assert host.sh("test -e /usr/sbin/policy-rc.d")[0] != 0, "policy-rc.d left behind"
     image_env = host.ok("cat /etc/gitlab-dr/image.env")

@@ -118,7 +118,7 @@ def test_pair_refuses_a_slave_whose_btrfs_is_mounted_without_user_subvol_rm_allo
             project = host.settings.project_name
             assert _pairing(project) is None
             services = {c.labels["com.docker.compose.service"] for c in _stack_containers(project)}
-            assert services == {"gitlab-rsync"}  # no GitLab created, none started
+            assert services == {"gitlab-rsync", "gitlab-verify"}  # no GitLab created or started
     finally:
         sshd_hosts.close()  # the sidecars hold the mount: gone before it is unmounted
         assert disk.remove() == []

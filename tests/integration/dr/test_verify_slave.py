@@ -22,6 +22,7 @@ from typing import Any
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from gitlab_sync.waits import wait_until
 from ops.hosts.engine import labelled
@@ -239,3 +240,80 @@ def test_verify_slave_catches_a_snapshot_broken_on_purpose(
     )
     assert ro.stdout.strip() == "ro=true"
     assert any((snapshots / source / "data/postgresql/data/global/pg_control").read_bytes())
+
+
+def _verifier(state: State, pair_role: str, paired: Path) -> Container:
+    """The gitlab-verify service's container of the instance in ``pair_role``."""
+    pair = pair_state(paired)
+    side = pair.slave if pair_role == "slave" else pair.master
+    assert side is not None
+    name = state.instance_name(side.instance_id)
+    assert name is not None
+    project = SandboxLayout(Path(state.root)).stack(name)
+    (found,) = labelled(
+        docker.from_env(),
+        f"com.docker.compose.project={project}",
+        "com.docker.compose.service=gitlab-verify",
+    )
+    return found
+
+
+def _verifier_logs(state: State, pair_role: str, paired: Path) -> str:
+    """What the gitlab-verify service of the instance in ``pair_role`` has logged."""
+    return bytes(_verifier(state, pair_role, paired).logs()).decode(errors="replace")
+
+
+def _with_setting(env_file: Path, name: str, value: str) -> Path:
+    """A copy of the sandbox's settings file with ``name`` set to ``value``."""
+    lines = [ln for ln in env_file.read_text().splitlines() if not ln.startswith(f"{name}=")]
+    changed = env_file.with_name(f"{env_file.name}.{name.lower()}")
+    changed.write_text("\n".join([*lines, f"{name}='{value}'"]) + "\n")
+    return changed
+
+
+def test_the_slave_verifies_its_current_snapshot_on_a_schedule_and_a_stop_cleans_up(
+    paired: Path, written: dict[str, Any]
+) -> None:
+    state = written["state"]
+    assert "not verifying: off (VERIFY_EVERY=0)" in _verifier_logs(state, "slave", paired)
+    begun = dt.datetime.now(dt.UTC)
+    done = inv("pair", env_file=_with_setting(paired, "VERIFY_EVERY", "10s"), timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    try:
+        if state.filesystem != "btrfs":  # the fallback: left to the operator, and said
+            wait_until(
+                lambda: "off on the fallback method" in _verifier_logs(state, "slave", paired),
+                timeout=120,
+                what="the verifier to say it is off on the fallback",
+            )
+            return
+
+        def verified_since() -> dict[str, Any] | None:
+            for snap in snapshot_listing(paired)["snapshots"]:
+                at = (snap.get("verified") or {}).get("at")
+                if at and dt.datetime.fromisoformat(at.replace("Z", "+00:00")) > begun:
+                    return dict(snap)
+            return None
+
+        # Nobody runs inv verify-slave here: the service does it, on the slave alone.
+        snap = wait_until(verified_since, timeout=480, what="a scheduled verification", interval=2)
+        assert snap is not None
+        assert snap["verified"]["ok"] is True, snap["verified"]
+        logs = _verifier_logs(state, "slave", paired)
+        assert "verifying the current snapshot" in logs and "verified: all " in logs, logs
+        master = _verifier_logs(state, "master", paired)
+        assert "not verifying: this host is the master" in master, master
+        # The next one (every 10 s) is stopped (docker stop: SIGTERM) while it runs: the first's
+        # container is gone first (it is removed after the record is written).
+        wait_until(lambda: not _leftovers(state), timeout=120, what="the first one's clean-up")
+        wait_until(lambda: bool(_leftovers(state)), timeout=240, what="the next verification")
+        verifier = _verifier(state, "slave", paired)
+        verifier.stop(timeout=120)
+        logs = bytes(verifier.logs()).decode(errors="replace").strip()
+        assert logs.splitlines()[-1].endswith(" stopped"), logs  # it ended itself, cleanly
+        assert _leftovers(state) == [], logs
+        assert not any((written["sync"] / ".verify").iterdir()), logs
+    finally:
+        done = inv("pair", env_file=paired, timeout=600)  # VERIFY_EVERY=0 again, started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gitlab-verify running" in done.stdout, done.stdout

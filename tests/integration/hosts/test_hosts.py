@@ -105,7 +105,9 @@ def test_the_real_stack_renders_with_the_settings(sshd_hosts: SshdHosts) -> None
     assert "published: 8080" in rendered
     assert "image: gitlab-dr/gitlab-rsync:test" in rendered
     services = compose(settings, ["config", "--services"], timeout=60).split()
-    assert sorted(services) == ["gitlab", "gitlab-rsync"]
+    assert sorted(services) == ["gitlab", "gitlab-rsync", "gitlab-verify"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in rendered  # gitlab-verify's alone
+    assert rendered.count("docker.sock") == 2, rendered
 
 
 def test_a_stack_file_the_settings_cannot_fill_is_a_one_line_error(
