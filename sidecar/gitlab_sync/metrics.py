@@ -272,6 +272,7 @@ def slave_families(
     received = read_json(paths.receiver) or {}
     incoming = read_json(area.incoming_meta) or {}
     contact = [t for t in (_seconds(received.get("at")), _seconds(incoming.get("started_at"))) if t]
+    verified = area.newest_verified()  # a pointer file: no snapshot is opened
     return [
         gauge("receiving", "1 while the slave's receiver listens.",
               1.0 if daemon.get("receiving") else 0.0),
@@ -286,6 +287,10 @@ def slave_families(
               newest.bytes if newest else None),
         gauge("snapshot_newest_files", "Files of the newest complete snapshot (its metadata).",
               newest.files if newest else None),
+        gauge("snapshot_verified_timestamp_seconds",
+              "When the newest snapshot verified ok was verified (inv verify-slave or "
+              "gitlab-verify's schedule); absent when none is.",
+              _seconds(verified.get("at")) if verified else None),
         gauge("last_contact_timestamp_seconds",
               "When the master was last heard from (a pass received, begun or refused).",
               max(contact) if contact else None),

@@ -109,6 +109,25 @@ def test_slave_exports_the_newest_snapshot_instant_and_the_lag_at_scrape_time(
     assert later["gitlab_dr_replication_lag_seconds"] == 130
 
 
+def test_slave_exports_when_its_newest_snapshot_verified_ok_was_verified(tmp_path: Path) -> None:
+    paths = _paths(tmp_path)
+    _pair(paths, "slave")
+    older = _snapshot(paths, NOW - dt.timedelta(hours=2), 10, 100)
+    newer = _snapshot(paths, NOW - dt.timedelta(hours=1), 10, 100)
+    assert "gitlab_dr_snapshot_verified_timestamp_seconds" not in _samples(
+        metrics.exposition(paths, NOW)
+    )  # none verified: absent, which the alert rule reads as "never"
+    marked = NOW - dt.timedelta(minutes=30)
+    result = {"ok": True, "checks": [], "summary": "all 5 checks passed"}
+    Area(paths.sync, clock=lambda: marked).mark_verified(older, result)
+    found = _samples(metrics.exposition(paths, NOW))
+    assert found["gitlab_dr_snapshot_verified_timestamp_seconds"] == marked.timestamp()
+    failed = {"ok": False, "checks": [], "summary": "1 of 5 checks failed: postgresql"}
+    Area(paths.sync, clock=lambda: NOW).mark_verified(newer, failed)  # a failure is not proof
+    found = _samples(metrics.exposition(paths, NOW))
+    assert found["gitlab_dr_snapshot_verified_timestamp_seconds"] == marked.timestamp()
+
+
 def test_a_slave_without_a_snapshot_exports_no_lag_rather_than_zero(tmp_path: Path) -> None:
     paths = _paths(tmp_path)
     _pair(paths, "slave")
