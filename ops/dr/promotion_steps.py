@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, cast
 
+import docker.errors
+import requests.exceptions
+
 from gitlab_sync.config import iso
 from gitlab_sync.layout import Layout
 from ops.aws import dns, inventory
@@ -29,6 +32,7 @@ from ops.dr.promotion_view import Flags, View
 from ops.dr.snapshots import JOURNAL_KEY, age_text
 from ops.errors import AwsError, OpsError, SettingError
 from ops.hosts.engine import Engine
+from ops.hosts.ssh import last_line
 from ops.progress import Progress
 from ops.settings import Settings
 
@@ -165,6 +169,22 @@ def fence_receiver(slave: Engine, epoch: int) -> str:
     return f"slave: the receiver now refuses senders of epochs before {epoch}"
 
 
+def stop_verifier(slave: Engine) -> str:
+    """Stop the slave's scheduled verification (``gitlab-verify``), so that no throwaway GitLab
+    competes with the one being promoted for the host's CPU and memory while it starts. Stopped,
+    it removes a throwaway GitLab it was running and its copy first; it stays stopped (restart
+    policy unless-stopped) until ``inv pair`` or ``inv rebuild-slave`` deploys it again. A stack
+    without the service, or one that cannot be stopped, is said and never stops the promotion."""
+    try:
+        container = slave.container(sidecar.VERIFIER)
+        if container.status != "running":
+            return f"slave: the scheduled verification is not running ({container.status})"
+        container.stop(timeout=150)
+    except (OpsError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        return f"slave: the scheduled verification was not stopped: {last_line(str(exc))}"
+    return "slave: scheduled verification stopped (inv pair or inv rebuild-slave starts it again)"
+
+
 def restore_mounts(settings: Settings) -> tuple[dict[str, str], str]:
     """The restore one-off's mounts and its target: SYNC_HOME at /sync and the folder that
     holds GITLAB_HOME at /homes, so that the restore can put a new subvolume in GITLAB_HOME's
@@ -197,6 +217,7 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
         }
         ctx.progress(f"slave: {layouts.restored(detail)}; starting GitLab")
         ctx.progress(f"slave: {slave.start(sidecar.GITLAB)}")
+        ctx.progress(stop_verifier(slave))  # while GitLab starts: off the RTO's path
         waited = sidecar.wait_gitlab_healthy(
             slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
         )

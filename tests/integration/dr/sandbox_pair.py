@@ -25,6 +25,22 @@ def pair_state(env_file: Path) -> inventory.PairState:
     return inventory.describe_pair(settings, aws.ec2_client(settings))
 
 
+def service_status(env_file: Path, instance_id: str, service: str) -> str:
+    """The state (running, exited...) of ``service``'s container on the sandbox's
+    ``instance_id``."""
+    layout = SandboxLayout(env_file.parent)
+    state = State.load(layout)
+    assert state is not None
+    name = state.instance_name(instance_id)
+    assert name is not None, instance_id
+    labels = [
+        f"com.docker.compose.project={layout.stack(name)}",
+        f"com.docker.compose.service={service}",
+    ]
+    (container,) = labelled(docker.from_env(), *labels)
+    return str(container.status)
+
+
 def in_container(env_file: Path, instance_id: str, service: str, command: str) -> tuple[int, str]:
     """``sh -c command`` in ``service``'s container of the sandbox's ``instance_id``: its exit
     code and output."""

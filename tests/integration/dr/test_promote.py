@@ -16,7 +16,12 @@ import pytest
 from ops.aws.inventory import FENCED
 from ops.dr.promote import KILL_AFTER, STEPS
 from ops.rehearsal.layout import SandboxLayout, State
-from tests.integration.dr.sandbox_pair import in_container, pair_state, refused_promotion
+from tests.integration.dr.sandbox_pair import (
+    in_container,
+    pair_state,
+    refused_promotion,
+    service_status,
+)
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
@@ -84,6 +89,9 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
         assert code == 0, marker
         assert json.loads(marker)["snapshot"] == report["snapshot"]
 
+    # No throwaway GitLab beside the promoted one: its scheduled verification was stopped.
+    assert service_status(paired, report["new_master"], "gitlab-verify") == "exited"
+
     state = pair_state(paired)
     assert state.master is not None and state.master.instance_id == report["new_master"]
     assert state.eip_holder == "master" and state.epoch == 2
@@ -98,6 +106,8 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
 
     rebuilt = inv("rebuild-slave", "--reuse", fenced.instance_id, env_file=paired)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    for instance in (report["new_master"], fenced.instance_id):  # deployed again by the pair
+        assert service_status(paired, instance, "gitlab-verify") == "running"
     green = inv("status", "--json", env_file=paired)
     assert green.returncode == 0, green.stdout + green.stderr
     assert json.loads(green.stdout)["ok"] is True

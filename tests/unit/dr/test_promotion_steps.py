@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+import docker.errors
 import pytest
 from botocore.exceptions import ClientError
 
+from ops.dr import promotion_steps as steps
 from ops.dr import readiness
 from ops.dr.journal import Journal
 from ops.dr.promote import STEPS as EXPORTED
 from ops.dr.promotion_steps import STEPS, TABLE, Context, postmortem, restart_sidecar
 from ops.dr.promotion_view import Flags
-from ops.errors import AwsError
+from ops.errors import AwsError, HostError
 from tests.fakes import FakeClock
 from tests.unit.pairs import NOW, settings_of, state_of
 
@@ -108,3 +110,52 @@ def test_the_readiness_wait_names_the_url_and_the_last_reason() -> None:
     )
     ok = readiness.Readiness(200, {"status": "ok"})
     assert readiness.wait_ready("http://h", 5, probe=lambda: ok, clock=clock) == 0.0
+
+
+class _Verifier:
+    """A gitlab-verify container: its status, and whether (and how) it was stopped."""
+
+    def __init__(self, status: str, fails: Exception | None = None) -> None:
+        self.status, self.fails = status, fails
+        self.stopped: list[int] = []
+
+    def stop(self, timeout: int) -> None:
+        if self.fails is not None:
+            raise self.fails
+        self.stopped.append(timeout)
+        self.status = "exited"
+
+
+class _Slave:
+    def __init__(self, verifier: _Verifier | None) -> None:
+        self.verifier = verifier
+
+    def container(self, service: str) -> _Verifier:
+        assert service == "gitlab-verify"
+        if self.verifier is None:
+            raise HostError("slave: no container for service gitlab-verify (gitlab-dr)")
+        return self.verifier
+
+
+def test_promotion_stops_the_slaves_scheduled_verification_with_time_to_clean_up() -> None:
+    running = _Verifier("running")
+    said = steps.stop_verifier(_Slave(running))  # type: ignore[arg-type]
+    assert said == (
+        "slave: scheduled verification stopped (inv pair or inv rebuild-slave starts it again)"
+    )
+    assert running.stopped == [150]  # within the service's stop_grace_period (2m) and more
+
+
+def test_a_verifier_missing_stopped_or_refusing_never_stops_the_promotion() -> None:
+    assert steps.stop_verifier(_Slave(None)) == (  # type: ignore[arg-type]
+        "slave: the scheduled verification was not stopped: slave: no container for service "
+        "gitlab-verify (gitlab-dr)"
+    )
+    exited = _Verifier("exited")
+    assert steps.stop_verifier(_Slave(exited)) == (  # type: ignore[arg-type]
+        "slave: the scheduled verification is not running (exited)"
+    )
+    assert exited.stopped == []
+    refusing = _Verifier("running", docker.errors.APIError("500 Server Error: engine busy"))
+    said = steps.stop_verifier(_Slave(refusing))  # type: ignore[arg-type]
+    assert said.startswith("slave: the scheduled verification was not stopped: 500 Server Error")
