@@ -47,10 +47,12 @@ ROUND = 60.0
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to verify now, and why (or why not), in a sentence for the log."""
+    """Whether to verify now, and why (or why not), in a sentence for the log. ``waiting``: not
+    due yet, for a reason that holds until the period ends (its sentence changes every round)."""
 
     due: bool
     why: str
+    waiting: bool = False
 
 
 def last_verified(listing: Listing) -> dt.datetime | None:
@@ -95,7 +97,9 @@ def decide(
     age = (now - newest).total_seconds()
     if age < every:
         return Decision(
-            False, f"last verified or tried {age_text(age)} ago; next in {age_text(every - age)}"
+            False,
+            f"last verified or tried {age_text(age)} ago; next in {age_text(every - age)}",
+            waiting=True,
         )
     return Decision(True, f"last verified or tried {age_text(age)} ago (every {age_text(every)})")
 
@@ -131,8 +135,9 @@ class Schedule:
         role, listing = self._look(engine)
         decision = decide(self.settings.verify_every, role, listing, self.now(), self.last_try)
         if not decision.due:
-            if decision.why.split(";")[0] != self._said:  # say a change, not every round
-                self._said = decision.why.split(";")[0]
+            reason = "waiting" if decision.waiting else decision.why
+            if reason != self._said:  # say a change, not every round
+                self._said = reason
                 self.log(f"not verifying: {decision.why}")
             return decision
         self._said = ""
@@ -141,13 +146,11 @@ class Schedule:
         try:
             outcome = self._verify(engine, progress=lambda line: self.log(f"  {line}"))
         except OpsError as exc:
-            self.log(f"verification failed to run: {exc} (tried again in {self._every()})")
+            again = age_text(self.settings.verify_every)
+            self.log(f"verification failed to run: {exc} (tried again in {again})")
             return decision
         self.log(outcome.render()[-1])
         return decision
-
-    def _every(self) -> str:
-        return age_text(self.settings.verify_every)
 
 
 class _Stop(BaseException):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+from docker.models.containers import Container
 
 from ops import settings as settings_mod
 from ops.aws import client as aws
@@ -25,9 +26,11 @@ def pair_state(env_file: Path) -> inventory.PairState:
     return inventory.describe_pair(settings, aws.ec2_client(settings))
 
 
-def service_status(env_file: Path, instance_id: str, service: str) -> str:
-    """The state (running, exited...) of ``service``'s container on the sandbox's
-    ``instance_id``."""
+def service_container(
+    env_file: Path, instance_id: str, service: str, *, stopped: bool = True
+) -> Container:
+    """``service``'s container on the sandbox's ``instance_id`` (a stopped one too, unless
+    ``stopped`` is False)."""
     layout = SandboxLayout(env_file.parent)
     state = State.load(layout)
     assert state is not None
@@ -37,23 +40,20 @@ def service_status(env_file: Path, instance_id: str, service: str) -> str:
         f"com.docker.compose.project={layout.stack(name)}",
         f"com.docker.compose.service={service}",
     ]
-    (container,) = labelled(docker.from_env(), *labels)
-    return str(container.status)
+    (container,) = labelled(docker.from_env(), *labels, stopped=stopped)
+    return container
+
+
+def service_status(env_file: Path, instance_id: str, service: str) -> str:
+    """The state (running, exited...) of ``service``'s container on the sandbox's
+    ``instance_id``."""
+    return str(service_container(env_file, instance_id, service).status)
 
 
 def in_container(env_file: Path, instance_id: str, service: str, command: str) -> tuple[int, str]:
     """``sh -c command`` in ``service``'s container of the sandbox's ``instance_id``: its exit
     code and output."""
-    layout = SandboxLayout(env_file.parent)
-    state = State.load(layout)
-    assert state is not None
-    name = state.instance_name(instance_id)
-    assert name is not None, instance_id
-    labels = [
-        f"com.docker.compose.project={layout.stack(name)}",
-        f"com.docker.compose.service={service}",
-    ]
-    (container,) = labelled(docker.from_env(), *labels, stopped=False)
+    container = service_container(env_file, instance_id, service, stopped=False)
     done = container.exec_run(["sh", "-c", command])
     assert isinstance(done.output, bytes)
     code = -1 if done.exit_code is None else int(done.exit_code)

@@ -30,7 +30,7 @@ from ops.rehearsal import registry as reg
 from ops.rehearsal import standin
 from ops.rehearsal.commands import ROOT
 from ops.rehearsal.layout import SUBVOLUMES, SandboxLayout, State
-from tests.integration.dr.sandbox_pair import pair_state, snapshot_listing
+from tests.integration.dr.sandbox_pair import pair_state, service_container, snapshot_listing
 from tests.integration.tasks_cli import inv
 
 pytestmark = pytest.mark.integration
@@ -242,25 +242,17 @@ def test_verify_slave_catches_a_snapshot_broken_on_purpose(
     assert any((snapshots / source / "data/postgresql/data/global/pg_control").read_bytes())
 
 
-def _verifier(state: State, pair_role: str, paired: Path) -> Container:
+def _verifier(pair_role: str, paired: Path) -> Container:
     """The gitlab-verify service's container of the instance in ``pair_role``."""
     pair = pair_state(paired)
     side = pair.slave if pair_role == "slave" else pair.master
     assert side is not None
-    name = state.instance_name(side.instance_id)
-    assert name is not None
-    project = SandboxLayout(Path(state.root)).stack(name)
-    (found,) = labelled(
-        docker.from_env(),
-        f"com.docker.compose.project={project}",
-        "com.docker.compose.service=gitlab-verify",
-    )
-    return found
+    return service_container(paired, side.instance_id, "gitlab-verify")
 
 
-def _verifier_logs(state: State, pair_role: str, paired: Path) -> str:
+def _verifier_logs(pair_role: str, paired: Path) -> str:
     """What the gitlab-verify service of the instance in ``pair_role`` has logged."""
-    return bytes(_verifier(state, pair_role, paired).logs()).decode(errors="replace")
+    return bytes(_verifier(pair_role, paired).logs()).decode(errors="replace")
 
 
 def _with_setting(env_file: Path, name: str, value: str) -> Path:
@@ -275,14 +267,14 @@ def test_the_slave_verifies_its_current_snapshot_on_a_schedule_and_a_stop_cleans
     paired: Path, written: dict[str, Any]
 ) -> None:
     state = written["state"]
-    assert "not verifying: off (VERIFY_EVERY=0)" in _verifier_logs(state, "slave", paired)
+    assert "not verifying: off (VERIFY_EVERY=0)" in _verifier_logs("slave", paired)
     begun = dt.datetime.now(dt.UTC)
     done = inv("pair", env_file=_with_setting(paired, "VERIFY_EVERY", "10s"), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     try:
         if state.filesystem != "btrfs":  # the fallback: left to the operator, and said
             wait_until(
-                lambda: "off on the fallback method" in _verifier_logs(state, "slave", paired),
+                lambda: "off on the fallback method" in _verifier_logs("slave", paired),
                 timeout=120,
                 what="the verifier to say it is off on the fallback",
             )
@@ -299,15 +291,15 @@ def test_the_slave_verifies_its_current_snapshot_on_a_schedule_and_a_stop_cleans
         snap = wait_until(verified_since, timeout=480, what="a scheduled verification", interval=2)
         assert snap is not None
         assert snap["verified"]["ok"] is True, snap["verified"]
-        logs = _verifier_logs(state, "slave", paired)
+        logs = _verifier_logs("slave", paired)
         assert "verifying the current snapshot" in logs and "verified: all " in logs, logs
-        master = _verifier_logs(state, "master", paired)
+        master = _verifier_logs("master", paired)
         assert "not verifying: this host is the master" in master, master
         # The next one (every 10 s) is stopped (docker stop: SIGTERM) while it runs: the first's
         # container is gone first (it is removed after the record is written).
         wait_until(lambda: not _leftovers(state), timeout=120, what="the first one's clean-up")
         wait_until(lambda: bool(_leftovers(state)), timeout=240, what="the next verification")
-        verifier = _verifier(state, "slave", paired)
+        verifier = _verifier("slave", paired)
         verifier.stop(timeout=120)
         logs = bytes(verifier.logs()).decode(errors="replace").strip()
         assert logs.splitlines()[-1].endswith(" stopped"), logs  # it ended itself, cleanly

@@ -143,3 +143,8 @@ def test_a_reason_not_to_verify_is_said_once_until_it_changes() -> None:
     rig.role = "slave"  # a promotion swapped the roles: the new slave is due
     rig.schedule.round("engine")  # type: ignore[arg-type]
     assert rig.verified == ["engine"]
+    rig.logged.clear()
+    for minutes in (1, 2, 3):  # not due yet: said once, though the age grows every round
+        rig.clock = NOW + dt.timedelta(minutes=minutes)
+        rig.schedule.round("engine")  # type: ignore[arg-type]
+    assert rig.logged == ["not verifying: last verified or tried 60 s ago; next in 6.0 h"]
