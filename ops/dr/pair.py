@@ -139,6 +139,8 @@ def pair(
         progress("master: waiting for GitLab's health check")
         sidecar.wait_gitlab_healthy(master, timeout, clock, sleep)
         created.result()
+        if not_started := sidecar.stop_slave_gitlab(slave):
+            result.changed.append(not_started)
         current = sidecar.run_json(master, "ls")
         if not current or not current.get("running"):
             sidecar.run(master, "start")

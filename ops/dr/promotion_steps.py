@@ -201,6 +201,9 @@ def restore_mounts(settings: Settings) -> tuple[dict[str, str], str]:
 def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
     with _engine(ctx, journal, "slave") as slave:
         ctx.progress(fence_receiver(slave, int(journal.data["to_epoch"])))
+        seen = view.slave.service(sidecar.GITLAB)
+        if seen is not None and seen.state == "running":  # it would stay on the old GITLAB_HOME
+            ctx.progress(sidecar.stop_slave_gitlab(slave) or "slave: GitLab had stopped by itself")
         settings = slave.settings
         mounts, target = restore_mounts(settings)
         chosen = (journal.data.get(JOURNAL_KEY) or {}).get("name")

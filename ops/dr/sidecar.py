@@ -118,6 +118,19 @@ def restart(
     )
 
 
+def stop_slave_gitlab(engine: Engine, timeout: float = 120.0) -> str:
+    """Stop the slave's GitLab if it runs; a sentence when it did ("" when it was not running).
+
+    A slave's GitLab never runs: it would serve its old data, and a running container keeps
+    the GITLAB_HOME it mounted when it started, so after a restore put a snapshot in its place
+    it would still run on the old one, and "already running" would hide that. It runs on a
+    slave when the old master, dead when it was fenced (its restart policy left as it was),
+    came back with its GitLab and was made the slave again (``inv rebuild-slave --reuse``)."""
+    if not engine.stop(GITLAB, timeout=timeout):
+        return ""
+    return f"{engine.host}: GitLab was running on this slave's old data; stopped"
+
+
 def same_key(a: str, b: str) -> bool:
     """Whether two OpenSSH public key lines hold the same key (comments aside)."""
     return a.split()[:2] == b.split()[:2]

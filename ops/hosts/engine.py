@@ -252,6 +252,16 @@ class Engine:
         with self._calls(f"restarting {service}"):
             container.restart(timeout=int(timeout))
 
+    def stop(self, service: str, *, timeout: float = 120.0) -> bool:
+        """Stop ``service``'s container if it runs (``timeout`` s before it is killed); whether
+        it was running."""
+        container = self.container(service)
+        if container.status != "running":
+            return False
+        with self._calls(f"stopping {service}"):
+            container.stop(timeout=int(timeout))
+        return True
+
     def ps(self) -> list[ServiceState]:
         """The stack's containers on this host, by service name."""
         return sorted((_state_of(c) for c in self._containers()), key=lambda s: s.service)

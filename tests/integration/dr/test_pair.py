@@ -160,6 +160,19 @@ def test_pair_then_status_over_ssh(sshd_hosts: SshdHosts, tmp_path: Path) -> Non
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing to change: already paired" in again.stdout
 
+    # A slave whose GitLab runs (an old master back from a reboot, made the slave again): the
+    # pair stops it, since it would serve old data and stay on it after a restore.
+    (slave_gitlab,) = labelled(
+        client,
+        f"com.docker.compose.project={slave.settings.project_name}",
+        "com.docker.compose.service=gitlab",
+    )
+    slave_gitlab.start()
+    repaired = inv("pair", env_file=env_file)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "GitLab was running on this slave's old data; stopped" in repaired.stdout
+    assert state(slave.settings.project_name, "gitlab") == "exited"
+
     report = inv("status", "--json", env_file=env_file)
     assert report.returncode == 0, report.stdout + report.stderr
     data = json.loads(report.stdout)

@@ -20,6 +20,7 @@ from tests.integration.dr.sandbox_pair import (
     in_container,
     pair_state,
     refused_promotion,
+    service_container,
     service_status,
 )
 from tests.integration.tasks_cli import inv
@@ -112,9 +113,14 @@ def test_promotion_killed_after_every_step_resumes_without_redoing_one(paired: P
     assert green.returncode == 0, green.stdout + green.stderr
     assert json.loads(green.stdout)["ok"] is True
 
+    # The slave's GitLab started by hand, as a reboot of a host whose GitLab kept its restart
+    # policy would: promotion stops it before the restore, and starts it on the snapshot.
+    service_container(paired, fenced.instance_id, "gitlab").start()
     second = inv("promote-slave", "--yes", "--planned", env_file=paired)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "promoted" in second.stdout and "epoch 2 -> 3" in second.stdout
+    assert "GitLab was running on this slave's old data; stopped" in second.stdout
+    assert "slave: gitlab: started" in second.stdout, second.stdout
 
 
 def _status(env_file: Path) -> tuple[int, dict[str, Any]]:
