@@ -6,6 +6,9 @@ immutable :class:`HostView` it returns; a host that cannot be reached is a view 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,18 +50,29 @@ class HostView:
         }
 
 
-def look(side: Side | Absent, read_sync: bool = True) -> HostView:
+def look(side: Side | Absent, read_sync: bool = True, engine: Engine | None = None) -> HostView:
     """Read one host (its sidecar's status too, when ``read_sync`` and the sidecar runs); a
-    missing host or any failure to reach it is recorded, not raised."""
+    missing host or any failure to reach it is recorded, not raised. ``engine``: the host's,
+    already open (the caller keeps it and closes it); else one is opened for the read."""
     if isinstance(side, Absent):
         return HostView(side.role, "", side.reason)
     try:
-        with Engine.open(side.host, side.settings) as engine:
-            services = tuple(engine.ps())
+        with (
+            contextlib.nullcontext(engine) if engine else Engine.open(side.host, side.settings) as e
+        ):
+            services = tuple(e.ps())
             sync = None
             running = any(s.service == sidecar.SERVICE and s.state == "running" for s in services)
             if read_sync and running:
-                sync = sidecar.status(engine)
+                sync = sidecar.status(e)
             return HostView(side.role, str(side.host), "", services, sync)
     except OpsError as exc:
         return HostView(side.role, str(side.host), str(exc))
+
+
+def look_at_once(*reads: Callable[[], HostView]) -> list[HostView]:
+    """Several hosts read at the same time (each over its own relay), so that reading the pair
+    takes as long as its slower host, not the sum: an unreachable master's SSH timeout then
+    hides the slave's read."""
+    with ThreadPoolExecutor(len(reads), thread_name_prefix="gitlab-dr-look") as pool:
+        return [future.result() for future in [pool.submit(read) for read in reads]]

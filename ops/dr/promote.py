@@ -40,13 +40,15 @@ from typing import Any, Literal, TextIO
 from ops.aws import client as aws
 from ops.aws import inventory
 from ops.aws.inventory import Instance, PairState
-from ops.dr import checks, snapshots
+from ops.dr import checks, sidecar, snapshots
 from ops.dr.journal import Journal
 from ops.dr.promotion_report import PromotionReport, already_promoted, report_of
 from ops.dr.promotion_steps import STEPS, TABLE, Context, close_engines, plan_lines
 from ops.dr.promotion_view import Flags, View, read_view, slave_side
 from ops.dr.snapshots import Choice
-from ops.errors import Refusal
+from ops.dr.topology import Absent
+from ops.errors import OpsError, Refusal
+from ops.hosts.engine import Engine
 from ops.progress import Progress
 from ops.settings import Settings
 
@@ -230,35 +232,79 @@ def promote(
     journal = found if decision.action == "resume" else None
     epoch = journal.data["from_epoch"] if journal else state.epoch or 1
     choice = choose_snapshot(settings, flags, journal, decision.slave, now())
-    view = read_view(settings, epoch, decision.master, decision.slave, now(), choice)
-    plan = plan_lines(view, journal, flags)
-    if dry_run:
-        return None, plan
-    if journal is None:
-        refusals = preflight_refusals(view, flags) + freshness_refusals(
-            view, flags, settings.stale_after
-        )
-        if refusals:
-            raise Refusal("; ".join(refusals))
-        if confirm is not None and not confirm(plan):
-            raise Refusal("not confirmed; nothing was changed")
-        journal = Journal.new(
-            settings,
-            epoch=view.epoch,
-            master=view.master_id,
-            slave=view.slave_id,
-            planned=flags.planned,
-            started=started,
-        )
-        if choice is not None:  # kept for a resume, which must start from the same snapshot
-            journal.data[CHOICE] = choice.to_json()
-            journal.save()
-    else:
+    engines = {} if dry_run else open_slave(settings, decision.slave, journal)
+    try:
+        slave = engines.get(decision.slave.instance_id)
+        view = read_view(settings, epoch, decision.master, decision.slave, now(), choice, slave)
+        plan = plan_lines(view, journal, flags)
+        if dry_run:
+            return None, plan
+        journal = begin(settings, flags, view, plan, journal, started, choice, confirm)
+        if decision.action == "resume":
+            progress(decision.reason)
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
+    ctx = Context(settings, ec2, state, flags, progress, clock, sleep, now, engines)
+    run_steps(ctx, journal, view)
+    return report_of(journal), plan
+
+
+def begin(
+    settings: Settings,
+    flags: Flags,
+    view: View,
+    plan: list[str],
+    journal: Journal | None,
+    started: dt.datetime,
+    choice: Choice | None,
+    confirm: Callable[[list[str]], bool] | None,
+) -> Journal:
+    """The journal to run: a new one, once the refusals are passed and the plan confirmed
+    (with the snapshot chosen, which a resume must start from too), or ``journal``, the one
+    found, once its plan is confirmed again."""
+    if journal is not None:
         if confirm is not None and not confirm(plan):
             raise Refusal("not confirmed; the promotion stays where it stopped")
-        progress(decision.reason)
-    run_steps(Context(settings, ec2, state, flags, progress, clock, sleep, now), journal, view)
-    return report_of(journal), plan
+        return journal
+    refusals = preflight_refusals(view, flags) + freshness_refusals(
+        view, flags, settings.stale_after
+    )
+    if refusals:
+        raise Refusal("; ".join(refusals))
+    if confirm is not None and not confirm(plan):
+        raise Refusal("not confirmed; nothing was changed")
+    journal = Journal.new(
+        settings,
+        epoch=view.epoch,
+        master=view.master_id,
+        slave=view.slave_id,
+        planned=flags.planned,
+        started=started,
+    )
+    if choice is not None:
+        journal.data[CHOICE] = choice.to_json()
+        journal.save()
+    return journal
+
+
+def open_slave(settings: Settings, slave: Instance, journal: Journal | None) -> dict[str, Engine]:
+    """The slave's engine, opened before the pair is read, by instance id: the view and every
+    step share it (one relay), and GitLab's configuration hash (:meth:`Engine.expect`) is read
+    in the background from the start (a Compose run of a second or more), unless the journal
+    says GitLab already started. Empty when the slave cannot be opened: the view reads it
+    again and records why."""
+    side = slave_side(settings, slave)
+    if isinstance(side, Absent):
+        return {}
+    try:
+        engine = Engine.open(side.host, side.settings)
+    except OpsError:
+        return {}
+    if journal is None or not journal.done("start-slave-gitlab"):
+        engine.expect(sidecar.GITLAB)
+    return {slave.instance_id: engine}
 
 
 def run_steps(ctx: Context, journal: Journal, view: View) -> None:

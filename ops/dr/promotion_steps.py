@@ -30,7 +30,7 @@ from ops.dr import layouts, readiness, sidecar, topology
 from ops.dr.journal import Journal
 from ops.dr.promotion_view import Flags, View
 from ops.dr.snapshots import JOURNAL_KEY, age_text
-from ops.errors import AwsError, OpsError, SettingError
+from ops.errors import AwsError, OpsError, SettingError, SidecarError
 from ops.hosts.engine import Engine
 from ops.hosts.ssh import last_line
 from ops.progress import Progress
@@ -38,6 +38,10 @@ from ops.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
+
+
+RESTORE = "restore"
+"""The name of the restore's one-off on the slave (:meth:`Engine.run_once`)."""
 
 
 @dataclass
@@ -159,30 +163,52 @@ def fence_receiver(slave: Engine, epoch: int) -> str:
     """Move the slave's receiver to the new epoch, so that nothing lands (or is pruned) while
     GitLab starts on its snapshot, and the old master, should it come back and send, is refused
     by the receiver itself for its old epoch (fencing by epoch, observable in its pass's error)
-    rather than finding no receiver. ``inv rebuild-slave`` later makes this sidecar the sender."""
+    rather than finding no receiver. One exec (``gitlab-sync fence``), which never moves the
+    epoch back. ``inv rebuild-slave`` later makes this sidecar the sender."""
+    try:
+        done = sidecar.run_json(slave, "fence", str(epoch))
+    except SidecarError as exc:
+        if "invalid choice: 'fence'" not in str(exc):
+            raise
+        done = _fence_by_add(slave, epoch)  # a sidecar image from before the verb
+    if not done.get("fenced"):
+        return "slave: its sidecar is not receiving; nothing to fence"
+    if done.get("was") == done.get("epoch"):
+        return f"slave: the receiver already refuses senders of epochs before {done['epoch']}"
+    return f"slave: the receiver now refuses senders of epochs before {done['epoch']}"
+
+
+def _fence_by_add(slave: Engine, epoch: int) -> dict[str, Any]:
+    """What ``gitlab-sync fence`` does, for a sidecar without it: the pairing read, then made
+    again with the new epoch (two execs)."""
     pairing = sidecar.run_json(slave, "ls")
     if not pairing or pairing.get("role") != "slave":
-        return "slave: its sidecar is not receiving; nothing to fence"
-    if pairing.get("epoch") == epoch:
-        return f"slave: the receiver already refuses senders of epochs before {epoch}"
-    sidecar.add(slave, str(pairing["peer"]), "slave", str(pairing["peer_key"]), epoch)
-    return f"slave: the receiver now refuses senders of epochs before {epoch}"
+        return {"fenced": False}
+    was = int(pairing["epoch"])
+    if was < epoch:
+        sidecar.add(slave, str(pairing["peer"]), "slave", str(pairing["peer_key"]), epoch)
+    return {"fenced": True, "was": was, "epoch": max(was, epoch)}
 
 
 def stop_verifier(slave: Engine) -> str:
-    """Stop the slave's scheduled verification (``gitlab-verify``), so that no throwaway GitLab
-    competes with the one being promoted for the host's CPU and memory while it starts. Stopped,
-    it removes a throwaway GitLab it was running and its copy first; it stays stopped (restart
-    policy unless-stopped) until ``inv pair`` or ``inv rebuild-slave`` deploys it again. A stack
-    without the service, or one that cannot be stopped, is said and never stops the promotion."""
+    """Ask the slave's scheduled verification (``gitlab-verify``) to stop, so that no throwaway
+    GitLab competes with the one being promoted for the host's CPU and memory while it starts.
+    One signal (SIGTERM), not a wait: the service ends by itself, removing a throwaway GitLab it
+    was running and its copy first, while GitLab starts. Docker counts a container killed so as
+    stopped by hand, so it stays stopped (restart policy unless-stopped) until ``inv pair`` or
+    ``inv rebuild-slave`` deploys it again. A stack without the service, or one that refuses,
+    is said and never stops the promotion."""
     try:
         container = slave.container(sidecar.VERIFIER)
         if container.status != "running":
             return f"slave: the scheduled verification is not running ({container.status})"
-        container.stop(timeout=150)
+        container.kill(signal="SIGTERM")
     except (OpsError, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         return f"slave: the scheduled verification was not stopped: {last_line(str(exc))}"
-    return "slave: scheduled verification stopped (inv pair or inv rebuild-slave starts it again)"
+    return (
+        "slave: scheduled verification asked to stop (inv pair or inv rebuild-slave starts it "
+        "again)"
+    )
 
 
 def restore_mounts(settings: Settings) -> tuple[dict[str, str], str]:
@@ -210,7 +236,7 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
         which = f"snapshot {chosen}" if chosen else "the newest snapshot"
         ctx.progress(f"slave: restoring {which} as {settings.gitlab_home}")
         argv = ["restore", target, *(["--snapshot", chosen] if chosen else []), "--json"]
-        out = slave.run_once("restore", settings.sync_image, argv, mounts)
+        out = slave.run_once(RESTORE, settings.sync_image, argv, mounts)
         restored = json.loads(out)
         detail = {
             "snapshot": restored["snapshot"],
@@ -219,12 +245,12 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
             "restore_seconds": restored.get("seconds", 0.0),
         }
         ctx.progress(f"slave: {layouts.restored(detail)}; starting GitLab")
+        ctx.progress(stop_verifier(slave))
+        began = ctx.clock()
         ctx.progress(f"slave: {slave.start(sidecar.GITLAB)}")
-        ctx.progress(stop_verifier(slave))  # while GitLab starts: off the RTO's path
-        waited = sidecar.wait_gitlab_healthy(
-            slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep
-        )
-        ctx.progress(f"slave: GitLab healthy after {waited:.1f} s")
+        sidecar.wait_gitlab_healthy(slave, ctx.settings.ready_timeout, ctx.clock, ctx.sleep)
+        waited = ctx.clock() - began
+        ctx.progress(f"slave: GitLab healthy {waited:.1f} s after its start")
         return {**detail, "gitlab_healthy_seconds": round(waited, 3)}
 
 
@@ -232,11 +258,11 @@ def open_slave(ctx: Context, journal: Journal, view: View) -> dict[str, Any]:
     return {"groups": ctx.writer.swap_group(journal.data["slave"], SLAVE_GROUP, OPEN_GROUP)}
 
 
-def public_url(ctx: Context) -> str:
-    """Where clients reach GitLab: PUBLIC_URL, else the Elastic IP, else the DNS record."""
+def public_url(ctx: Context, state: PairState) -> str:
+    """Where clients reach GitLab: PUBLIC_URL, else the Elastic IP (its address, which a move
+    keeps, from ``state``), else the DNS record."""
     if ctx.settings.public_url:
         return ctx.settings.public_url
-    state = inventory.describe_pair(ctx.settings, ctx.ec2)
     if state.elastic_ip is not None:
         return f"http://{state.elastic_ip.public_ip}:{ctx.settings.gitlab_http_port}"
     if ctx.settings.dns_zone:
@@ -266,7 +292,7 @@ def move_address_and_tags(ctx: Context, journal: Journal, view: View) -> dict[st
         moved = inventory.describe_pair(ctx.settings, ctx.ec2)
         record = dns.point_at_master(ctx.settings, route53_client(ctx.settings), moved)
         ctx.progress(record)
-    url = public_url(ctx)
+    url = public_url(ctx, state)
     ctx.progress(f"waiting for GitLab ready at {url}")
     readiness.wait_ready(
         url, ctx.settings.ready_timeout, all_checks=False, clock=ctx.clock, sleep=ctx.sleep

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from gitlab_sync.status import PassSummary, SidecarStatus, moment
 from ops.aws.inventory import Instance, Role
 from ops.dr import checks, sidecar, topology
-from ops.dr.hostview import HostView, look
+from ops.dr.hostview import HostView, look, look_at_once
 from ops.dr.snapshots import Choice
 from ops.dr.topology import Absent, Side
 from ops.errors import SettingError
+from ops.hosts.engine import Engine
 from ops.settings import Settings
 
 
@@ -179,14 +180,20 @@ def read_view(
     slave: Instance,
     now: dt.datetime,
     choice: Choice | None = None,
+    slave_engine: Engine | None = None,
 ) -> View:
-    """Everything the decisions need, read once: the slave's host, and the master's if up."""
+    """Everything the decisions need, read once: the slave's host, and the master's if up, at
+    the same time. ``slave_engine``: the slave's, already open (the caller closes it)."""
+    seen_master, seen_slave = look_at_once(
+        lambda: look(_side(settings, master, "master"), read_sync=False),
+        lambda: look(_side(settings, slave, "slave"), engine=slave_engine),
+    )
     return View(
         epoch=epoch,
         master_id=master.instance_id,
         slave_id=slave.instance_id,
-        master=look(_side(settings, master, "master"), read_sync=False),
-        slave=look(_side(settings, slave, "slave")),
+        master=seen_master,
+        slave=seen_slave,
         wanted_image=settings.gitlab_image,
         now=now,
         choice=choice,

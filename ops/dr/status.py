@@ -18,7 +18,7 @@ from ops.aws.inventory import PairState
 from ops.checks import Check
 from ops.dr import checks as pair_checks
 from ops.dr import layouts, topology
-from ops.dr.hostview import HostView, look
+from ops.dr.hostview import HostView, look, look_at_once
 from ops.dr.journal import Journal
 from ops.dr.snapshots import age_text
 from ops.settings import Settings
@@ -86,7 +86,7 @@ def collect(settings: Settings, now: dt.datetime | None = None) -> StatusReport:
     """Read AWS (when used) and both hosts, whatever state the pair is in, and judge."""
     state = topology.read_aws(settings)
     found = topology.survey(settings, state)
-    master, slave = look(found.master), look(found.slave)
+    master, slave = look_at_once(lambda: look(found.master), lambda: look(found.slave))
     when = now or dt.datetime.now(dt.UTC)
     return StatusReport(
         state.to_dict() if state else None,

@@ -321,11 +321,12 @@ class Engine:
     def run_once(self, name: str, image: str, argv: Sequence[str], volumes: dict[str, str]) -> str:
         """Run a one-off container of ``image`` called ``PROJECT-NAME``; return its stdout.
 
-        ``volumes`` maps host paths to container paths, mounted read-write. The container has
-        the stack's project label (what removes the stack removes it) and the label
-        ``gitlab-dr.one-off=NAME``. A leftover of an earlier run that was cut short is removed
-        first, and this run's container is removed, with its anonymous volumes, however the run
-        ends. A non-zero exit is a one-line HostError with the last line it wrote to stderr.
+        ``volumes`` maps host paths to container paths, mounted read-write; it has no network
+        (none to set up makes its start shorter). The container has the stack's project label
+        (what removes the stack removes it) and the label ``gitlab-dr.one-off=NAME``. A leftover
+        of an earlier run that was cut short is removed first, and this run's container is
+        removed, with its anonymous volumes, however the run ends. A non-zero exit is a one-line
+        HostError with the last line it wrote to stderr.
         """
         if not re.fullmatch(r"[a-z0-9][-a-z0-9]*", name):
             raise ValueError(f"a one-off's name is lower-case letters, digits and '-': {name!r}")
@@ -371,6 +372,7 @@ class Engine:
             "name": self.one_off_name(name),
             "labels": {PROJECT_LABEL: self.project, ONE_OFF_LABEL: name},
             "volumes": {host: {"bind": path, "mode": "rw"} for host, path in volumes.items()},
+            "network_mode": "none",  # it works on the host's folders: no network to set up
         }
         try:
             return self.client.containers.create(image, list(argv), **options)

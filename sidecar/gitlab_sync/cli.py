@@ -1,6 +1,6 @@
 """``gitlab-sync``: pair a master and a slave sidecar and keep the slave's snapshots fresh.
 
-The seed's verbs (add, ls, start, stop) plus rm, status, key, pass, health, and the verbs
+The seed's verbs (add, ls, start, stop) plus fence, rm, status, key, pass, health, and the verbs
 about the data: layout, prepare, restore, manifest (in cli_data.py). Run inside the
 gitlab-rsync container, e.g. ``docker exec gitlab-rsync gitlab-sync status``.
 """
@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
         "the master's client key (on the slave)",
     )
     add.add_argument("--epoch", type=int, default=1, help="promotion epoch of the pair (default 1)")
+    fence = sub.add_parser(
+        "fence",
+        help="move a slave's receiver to a new epoch (never back): senders of older epochs are "
+        "refused from then on (promotion does this)",
+    )
+    fence.add_argument("epoch", type=int, help="the promotion's new epoch")
+    fence.add_argument("--json", action="store_true", help="as JSON")
     sub.add_parser("rm", help="forget the pairing (snapshots are kept)")
     ls = sub.add_parser("ls", help="show the pairing")
     ls.add_argument("--json", action="store_true", help="as JSON")
@@ -138,6 +145,40 @@ def cmd_add(args: argparse.Namespace, paths: Paths) -> int:
     if args.role == "slave" and _daemon(paths)["alive"]:
         _wait(lambda: bool(_daemon(paths).get("receiving")), 20, "the receiver to listen")
     print(f"paired: this sidecar is the {pairing.role} of {peer} (epoch {pairing.epoch})")
+    return 0
+
+
+def fence(paths: Paths, epoch: int) -> dict[str, Any]:
+    """Move a slave's receiver to ``epoch``, keeping its peer and key: the receiver reads the
+    pairing at each connection, so a sender of an older epoch is refused from the next one on.
+    Never moved back: an epoch already at or above ``epoch`` is left as it is. Any other
+    sidecar (a master, or not paired) is not receiving, and is left alone.
+
+    What it found and did: ``role``, ``was`` (the epoch before), ``epoch`` (after), ``fenced``
+    (whether the receiver now refuses every epoch before ``epoch``)."""
+    if epoch < 1:
+        raise SyncError("the epoch must be 1 or more")
+    pairing = load_pairing(paths)
+    if pairing is None or pairing.role != "slave":
+        role = pairing.role if pairing else None
+        was = pairing.epoch if pairing else None
+        return {"role": role, "was": was, "epoch": was, "fenced": False}
+    if pairing.epoch < epoch:
+        save_pairing(paths, dataclasses.replace(pairing, epoch=epoch))
+    after = max(pairing.epoch, epoch)
+    return {"role": "slave", "was": pairing.epoch, "epoch": after, "fenced": True}
+
+
+def _fence_text(d: dict[str, Any]) -> str:
+    if not d["fenced"]:
+        return f"not receiving ({d['role'] or 'not paired'}): nothing to fence"
+    if d["was"] == d["epoch"]:
+        return f"the receiver already refuses senders of epochs before {d['epoch']}"
+    return f"the receiver now refuses senders of epochs before {d['epoch']} (was {d['was']})"
+
+
+def cmd_fence(args: argparse.Namespace, paths: Paths) -> int:
+    _print(fence(paths, args.epoch), args.json, _fence_text)
     return 0
 
 

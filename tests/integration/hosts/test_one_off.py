@@ -96,6 +96,7 @@ def test_a_one_off_returns_its_output_and_leaves_no_container_or_volume(
         seen = running(local_engine, name)
         assert seen.labels[PROJECT_LABEL] == opened.project  # what removes the stack finds it
         assert seen.labels[ONE_OFF_LABEL] == "probe"
+        assert seen.attrs["HostConfig"]["NetworkMode"] == "none"  # no network to set up
         volumes = anonymous_volumes(seen)
         assert volumes
         assert run.result(timeout=60) == "out\n"

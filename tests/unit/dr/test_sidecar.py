@@ -191,3 +191,33 @@ def test_a_sidecar_that_does_not_start_again_fails_the_restart_at_its_deadline()
     clock = FakeClock()
     with pytest.raises(SidecarError, match=r"timed out after 5 s waiting for slave .*gitlab-rsync"):
         sidecar.restart(engine, timeout=5, clock=clock, sleep=clock.sleep)
+
+
+# --- fencing the receiver at promotion --------------------------------------------------------
+
+
+def test_promotion_fences_the_receiver_in_one_exec() -> None:
+    from ops.dr.promotion_steps import fence_receiver
+
+    engine = ScriptedEngine([ok('{"role": "slave", "was": 1, "epoch": 2, "fenced": true}')])
+    said = fence_receiver(engine, 2)
+    assert said == "slave: the receiver now refuses senders of epochs before 2"
+    assert engine.execs == [["gitlab-rsync", "gitlab-sync", "fence", "2", "--json"]]
+    engine = ScriptedEngine([ok('{"role": "master", "was": 1, "epoch": 1, "fenced": false}')])
+    assert fence_receiver(engine, 2) == "slave: its sidecar is not receiving; nothing to fence"
+
+
+def test_a_sidecar_without_the_fence_verb_is_fenced_by_ls_and_add() -> None:
+    from ops.dr.promotion_steps import fence_receiver
+
+    old_image = failed(
+        2, "gitlab-sync: error: argument COMMAND: invalid choice: 'fence' (choose from 'key')"
+    )
+    pairing = '{"role": "slave", "peer": "10.0.0.5:22", "peer_key": "ssh-ed25519 K", "epoch": 1}'
+    engine = ScriptedEngine([old_image, ok(pairing), ok("paired")])
+    assert fence_receiver(engine, 2) == "slave: the receiver now refuses senders of epochs before 2"
+    assert [argv[2] for argv in engine.execs] == ["fence", "ls", "add"]
+    assert engine.execs[2][-2:] == ["--epoch", "2"]
+    refused = failed(1, "gitlab-sync: error: the epoch must be 1 or more")
+    with pytest.raises(SidecarError, match="gitlab-sync fence failed: the epoch must be 1"):
+        fence_receiver(ScriptedEngine([refused]), 0)

@@ -142,6 +142,7 @@ def test_a_one_off_is_named_and_labelled_for_its_stack_and_removed_with_its_volu
         "name": name,
         "labels": {"com.docker.compose.project": engine.project, "gitlab-dr.one-off": "restore"},
         "volumes": {"/srv/sync": {"bind": "/sync", "mode": "rw"}},
+        "network_mode": "none",
     }
     assert client.containers.events == [
         f"create {name}",
