@@ -141,6 +141,7 @@ class Bench:
             promo = {s["name"]: float(s["seconds"]) for s in report.promotion["steps"]}
             start = next(s for s in report.promotion["steps"] if s["name"] == "start-slave-gitlab")
             rtos.append(report.rto_seconds)
+            # GitLab's own start: from the SDK's start call to its passing health check
             gitlab.append(float(start.get("gitlab_healthy_seconds", 0.0)))
             steps.append(promo)
             self.progress(f"drill {run + 1}/{self.sizes.rto_runs}: RTO {report.rto_seconds:.1f} s")
