@@ -38,7 +38,7 @@ from ops.errors import HostError, OpsError
 from ops.hosts.compose import COMPOSE_TIMEOUT, PROJECT_LABEL, STACK_FILE, compose, compose_project
 from ops.hosts.exec_stream import exchange, start_exec
 from ops.hosts.relay import LocalDockerClient, SSHDockerClient, connect
-from ops.hosts.ssh import Host, last_line
+from ops.hosts.ssh import Host, LocalHost, last_line
 from ops.settings import Settings
 
 EXEC_TIMEOUT = 120.0
@@ -136,7 +136,7 @@ class Engine:
         """The engine of the host we run on, through its ``socket`` (no ssh): for a service of
         the stack given the socket."""
         compose_project(settings)
-        host = Host("this host", "localhost")
+        host = LocalHost("this host", "localhost", socket=socket)
         try:
             client = LocalDockerClient(host, socket)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:

@@ -83,6 +83,17 @@ class Host:
         return f"{self.name} ({self.target})"
 
 
+@dataclass(frozen=True)
+class LocalHost(Host):
+    """The host we run on, reached through its engine's socket (no ssh): messages name the
+    socket, not an ssh target that is not used."""
+
+    socket: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.socket})"
+
+
 def host_for(role: str, settings: Settings) -> Host:
     """The host for ``role`` (master or slave) from MASTER_HOST / SLAVE_HOST: ``address[:port]``."""
     name = f"{role.upper()}_HOST"

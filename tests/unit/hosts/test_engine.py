@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import docker.errors
@@ -251,3 +252,15 @@ def test_other_exec_refusals_are_plain_host_errors(
     ) as caught:
         engine.exec("app", ["true"])
     assert not isinstance(caught.value, ContainerNotRunning)
+
+
+def test_the_local_engine_is_named_by_its_socket_not_by_an_ssh_target(
+    settings: Settings, tmp_path: Path
+) -> None:
+    socket = f"unix://{tmp_path}/no-engine.sock"
+    with pytest.raises(HostError) as caught:
+        Engine.local(settings, socket)
+    assert str(caught.value).startswith(
+        f"this host ({socket}): the Docker engine at {socket} does not answer"
+    ), caught.value
+    assert "admin@" not in str(caught.value)
