@@ -233,6 +233,7 @@ def promote(
     epoch = journal.data["from_epoch"] if journal else state.epoch or 1
     choice = choose_snapshot(settings, flags, journal, decision.slave, now())
     engines = {} if dry_run else open_slave(settings, decision.slave, journal)
+    ctx = Context(settings, ec2, state, flags, progress, clock, sleep, now, engines)
     try:
         slave = engines.get(decision.slave.instance_id)
         view = read_view(settings, epoch, decision.master, decision.slave, now(), choice, slave)
@@ -243,10 +244,8 @@ def promote(
         if decision.action == "resume":
             progress(decision.reason)
     except BaseException:
-        for engine in engines.values():
-            engine.close()
+        close_engines(ctx)
         raise
-    ctx = Context(settings, ec2, state, flags, progress, clock, sleep, now, engines)
     run_steps(ctx, journal, view)
     return report_of(journal), plan
 

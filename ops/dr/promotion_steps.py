@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
 
 
-RESTORE = "restore"
-"""The name of the restore's one-off on the slave (:meth:`Engine.run_once`)."""
-
-
 @dataclass
 class Context:
     """What every step works with: settings, AWS, the pair as read, the operator's flags."""
@@ -135,7 +131,7 @@ def stop_master_sync(ctx: Context, journal: Journal, view: View) -> dict[str, An
         detail: dict[str, Any] = {}
         if ctx.flags.planned:
             ctx.progress("master: stopping GitLab for the final pass")
-            master.container(sidecar.GITLAB).stop(timeout=120)
+            master.stop(sidecar.GITLAB, timeout=120)
             sidecar.run(master, "stop")
             final = sidecar.run_json(master, "pass", "--final", timeout=3600)
             detail["final_pass"] = final.get("snapshot")
@@ -236,7 +232,7 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
         which = f"snapshot {chosen}" if chosen else "the newest snapshot"
         ctx.progress(f"slave: restoring {which} as {settings.gitlab_home}")
         argv = ["restore", target, *(["--snapshot", chosen] if chosen else []), "--json"]
-        out = slave.run_once(RESTORE, settings.sync_image, argv, mounts)
+        out = slave.run_once("restore", settings.sync_image, argv, mounts)
         restored = json.loads(out)
         detail = {
             "snapshot": restored["snapshot"],

@@ -12,6 +12,7 @@ import pytest
 
 from ops import settings as settings_mod
 from ops.dr import sidecar
+from ops.dr.promotion_steps import fence_receiver
 from ops.errors import HostError, SidecarError
 from ops.hosts.compose import STACK_FILE
 from ops.hosts.engine import ContainerNotRunning, Engine, ExecResult, ServiceState
@@ -197,8 +198,6 @@ def test_a_sidecar_that_does_not_start_again_fails_the_restart_at_its_deadline()
 
 
 def test_promotion_fences_the_receiver_in_one_exec() -> None:
-    from ops.dr.promotion_steps import fence_receiver
-
     engine = ScriptedEngine([ok('{"role": "slave", "was": 1, "epoch": 2, "fenced": true}')])
     said = fence_receiver(engine, 2)
     assert said == "slave: the receiver now refuses senders of epochs before 2"
@@ -208,8 +207,6 @@ def test_promotion_fences_the_receiver_in_one_exec() -> None:
 
 
 def test_a_sidecar_without_the_fence_verb_is_fenced_by_ls_and_add() -> None:
-    from ops.dr.promotion_steps import fence_receiver
-
     old_image = failed(
         2, "gitlab-sync: error: argument COMMAND: invalid choice: 'fence' (choose from 'key')"
     )
