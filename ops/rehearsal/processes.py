@@ -7,13 +7,17 @@ its pid and, so that a reused pid is never mistaken for it, by a word of its com
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import random
 import signal
 import socket
 import subprocess
+import tempfile
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from gitlab_sync.waits import wait_until
@@ -29,6 +33,14 @@ EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 """Where the kernel keeps the ports it hands out for connections and ``bind(0)``; Docker takes a
 container's unnamed published ports from the same range."""
 
+PORTS_GIVEN = Path(tempfile.gettempdir()) / "gitlab-dr-ports-given"
+"""The ports named lately by any process on this machine (``PORT SECONDS`` a line), so that two
+sandboxes made at the same time (a drill beside a test run, two test workers) never share one."""
+
+PORT_HELD = 6 * 3600.0
+"""How long a named port stays out of the draw: far longer than a test run or a drill takes from
+naming a port to binding it (once bound, the probe skips it anyway)."""
+
 _LOWEST = 10000
 _given: set[int] = set()
 
@@ -39,26 +51,55 @@ def free_port() -> int:
     The sandbox names its ports long before they are bound (a stack's ports at ``sandbox.up``,
     bound at ``pair`` or at promotion), so a port from the ephemeral range could meanwhile become
     the local end of some connection, or another container's published port, and the bind then
-    fails. The port is drawn below that range, never twice in one process; with no room there
-    (a range starting under 10000) it is the kernel's choice.
+    fails. The port is drawn below that range, never twice in one process nor twice in
+    ``PORT_HELD`` on this machine (:data:`PORTS_GIVEN`, read and written under a lock); with no
+    room there (a range starting under 10000) it is the kernel's choice.
     """
     try:
         low = int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    candidates = [port for port in range(_LOWEST, low) if port not in _given]
-    for port in random.sample(candidates, min(len(candidates), 200)):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))  # noqa: S104 - a probe, closed at once
-            except OSError:
-                continue
-        _given.add(port)
-        return port
+    with _ports_given() as given:
+        taken = _given | set(given)
+        candidates = [port for port in range(_LOWEST, low) if port not in taken]
+        for port in random.sample(candidates, min(len(candidates), 200)):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", port))  # noqa: S104 - a probe, closed at once
+                except OSError:
+                    continue
+            _given.add(port)
+            given[port] = time.time()
+            return port
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))  # noqa: S104 - a probe, closed at once
         chosen: int = sock.getsockname()[1]
         return chosen
+
+
+@contextlib.contextmanager
+def _ports_given() -> Iterator[dict[int, float]]:
+    """The ports named in the last ``PORT_HELD`` seconds, held under an exclusive lock; what the
+    caller adds is written back. An unreadable line is dropped, an unwritable file ignored (the
+    process's own set still holds)."""
+    try:
+        handle = open(PORTS_GIVEN, "a+")  # noqa: SIM115 - closed below, after the lock
+    except OSError:
+        yield {}
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        now, given = time.time(), {}
+        for line in handle.read().splitlines():
+            port, _, when = line.partition(" ")
+            with contextlib.suppress(ValueError):
+                if now - float(when) < PORT_HELD:
+                    given[int(port)] = float(when)
+        yield given
+        handle.seek(0)
+        handle.truncate()
+        handle.write("".join(f"{port} {when:.0f}\n" for port, when in sorted(given.items())))
 
 
 def http_answers(url: str, ok_only: bool = False) -> bool:

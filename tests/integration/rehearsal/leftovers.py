@@ -4,6 +4,7 @@ containers, networks and volumes on the engine, its mounts and its loop devices.
 from __future__ import annotations
 
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +111,45 @@ def assert_no_mount_or_loop_device(directory: Path) -> None:
     assert not loop_devices_of(directory), loop_devices_of(directory)
 
 
-def engine_volumes(*, dangling: bool = False) -> set[str]:
-    """``docker volume ls``: every volume on the engine now (or those no container uses)."""
-    filters = {"dangling": True} if dangling else {}
-    return {str(v.name) for v in docker.from_env().volumes.list(filters=filters)}
+def engine_volumes() -> set[str]:
+    """``docker volume ls``: every volume on the engine now."""
+    return {str(v.name) for v in docker.from_env().volumes.list()}
+
+
+class VolumesMounted:
+    """Every volume that a sandbox's containers mount while this watch is open (the stacks'
+    named ones, the anonymous ones of one-off containers), from the engine's event stream.
+
+    Other work on the engine meanwhile (another test worker's sandbox) makes and drops volumes
+    of its own: only the events of containers with this sandbox's project labels count.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        layout = SandboxLayout(directory.resolve())
+        self._projects = {layout.stack(name) for name in NAMES}
+        self._stream = docker.from_env().events(
+            decode=True, filters={"type": ["container", "volume"]}
+        )
+        self._ours: set[str] = set()
+        self._mounts: list[tuple[str, str]] = []  # (container id, volume name)
+        self._thread = threading.Thread(target=self._read, name="volume-events", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                actor = event.get("Actor") or {}
+                attributes = actor.get("Attributes") or {}
+                if event.get("Type") == "container" and event.get("Action") == "create":
+                    if attributes.get("com.docker.compose.project") in self._projects:
+                        self._ours.add(str(actor.get("ID")))
+                elif event.get("Type") == "volume" and event.get("Action") == "mount":
+                    self._mounts.append((str(attributes.get("container")), str(actor.get("ID"))))
+        except Exception:  # noqa: S110 - the stream ends with an error when closed
+            pass
+
+    def close(self) -> set[str]:
+        """Stop watching; the volumes this sandbox's containers mounted."""
+        self._stream.close()
+        self._thread.join(timeout=10)
+        return {volume for container, volume in self._mounts if container in self._ours}

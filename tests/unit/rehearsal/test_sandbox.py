@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from ops import settings as settings_mod
 from ops.aws.ami import data_mount_point
 from ops.dr.topology import resolve
 from ops.errors import SandboxError, SettingError
-from ops.rehearsal import sandbox
+from ops.rehearsal import processes, sandbox
 from ops.rehearsal.layout import (
     NAMES,
     STACK_PORTS,
@@ -187,3 +188,26 @@ def test_the_ports_it_names_are_below_the_range_the_kernel_and_docker_hand_out()
     assert all(1024 < port < low for port in ports), (low, sorted(ports))
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", ports[0]))  # noqa: S104 - it was free on every address
+
+
+def test_a_port_named_by_another_process_is_not_named_again_until_it_is_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sandboxes made at the same time (test workers, a drill beside a run) share no port:
+    the second process sees what the first named, through the file they share."""
+    ranged = tmp_path / "ip_local_port_range"
+    ranged.write_text("10100\t60999\n")  # 100 candidates: two random draws of 30 would meet
+    monkeypatch.setattr(processes, "EPHEMERAL_RANGE", ranged)
+    monkeypatch.setattr(processes, "PORTS_GIVEN", tmp_path / "given")
+    monkeypatch.setattr(processes, "_given", set())
+    first = {free_port() for _ in range(30)}
+    monkeypatch.setattr(processes, "_given", set())  # what a second process starts with
+    second = {free_port() for _ in range(30)}
+    assert all(10000 <= port < 10100 for port in first | second), sorted(first | second)
+    assert len(first) == len(second) == 30 and not first & second, sorted(first & second)
+
+    later = time.time() + processes.PORT_HELD + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(processes, "_given", set())
+    again = {free_port() for _ in range(30)}
+    assert again & (first | second), "a port named over PORT_HELD ago is never named again"
