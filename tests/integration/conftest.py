@@ -2,28 +2,33 @@
 
 Whatever a test, the sandbox or the bench creates (containers, networks, volumes, the anonymous
 volumes of images that declare ``VOLUME`` too), it removes, also when it fails. The containers,
-networks and volumes that were not there when the session's first integration test began and are
+networks and volumes that were not there when the run's first integration test began and are
 still there at its end fail the run, listed.
 
-Other work on the same engine can add its own objects meanwhile. Test sessions hold a shared lock
-while they run: one that ends while another still runs says so and checks nothing. For anything
-else (a drill or a bench run beside the tests while developing) ``GITLAB_DR_SKIP_LEAK_CHECK=1``
-turns the check off; CI (``.ci/run``) never sets it.
+Other work on the same engine can add its own objects meanwhile. Test sessions (``make test``'s
+two workers are two) hold a shared lock while they run: the first to begin writes down what was
+there, the others read it, and one that ends while another still runs says so and checks
+nothing; the last to end checks what all of them left. For anything else (a drill or a bench
+run beside the tests while developing) ``GITLAB_DR_SKIP_LEAK_CHECK=1`` turns the check off; CI
+(``.ci/run``) never sets it.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import docker
 import pytest
 
 SKIP = "GITLAB_DR_SKIP_LEAK_CHECK"
 SESSIONS = Path(tempfile.gettempdir()) / "gitlab-dr-test-sessions.lock"
+BEFORE = SESSIONS.with_suffix(".before.json")  # what the first of the running sessions found
 NOTE = pytest.StashKey[str]()
 
 
@@ -61,8 +66,7 @@ def leaves_no_docker_objects_behind(request: pytest.FixtureRequest) -> Iterator[
         return
     client = docker.from_env()
     with open(SESSIONS, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)  # this session runs (others may too)
-        before = docker_objects(client)
+        before = _first_look(lock, client)
         yield
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -79,6 +83,22 @@ def leaves_no_docker_objects_behind(request: pytest.FixtureRequest) -> Iterator[
             f"create, with its volumes: remove(v=True)):\n  {listing}",
             pytrace=False,
         )
+
+
+def _first_look(lock: IO[str], client: docker.DockerClient) -> dict[str, str]:
+    """Take the shared lock (this session runs, others may too) and return what was on the
+    engine before the first of the sessions running now began: looked at here when this one is
+    the first (none holds the lock), else read from what the first wrote."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        found: dict[str, str] = json.loads(BEFORE.read_text())
+        return found
+    found = docker_objects(client)
+    BEFORE.write_text(json.dumps(found))
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return found
 
 
 def pytest_terminal_summary(
