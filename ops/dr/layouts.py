@@ -106,10 +106,18 @@ def restore_plan(layout: Layout | None, snapshot: str = "the newest snapshot") -
 
 
 def restored(detail: Mapping[str, Any]) -> str:
-    """``restored snapshot X by a writable btrfs snapshot in 0.02 s``, from the journal."""
+    """``restored snapshot X by a writable btrfs snapshot in 0.02 s``, from the journal, and
+    the registry deletes the snapshot caught half done that the restore finished, if any."""
     method = str(detail.get("restore_method") or "copy")
     seconds = float(detail.get("restore_seconds") or 0.0)
+    finished = list(detail.get("registry_deletes_finished") or [])
+    deletes = (
+        f" (finished {len(finished)} registry tag delete(s) under way at its instant: "
+        f"{', '.join(finished[:3])}{', ...' if len(finished) > 3 else ''})"
+        if finished
+        else ""
+    )
     return (
         f"restored snapshot {detail.get('snapshot')} {HOW.get(method, f'by {method}')} "
-        f"in {seconds:.2f} s"
+        f"in {seconds:.2f} s{deletes}"
     )

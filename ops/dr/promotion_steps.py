@@ -239,6 +239,8 @@ def start_slave_gitlab(ctx: Context, journal: Journal, view: View) -> dict[str, 
             "snapshot_started_at": restored["started_at"],
             "restore_method": restored.get("method", "copy"),  # an image from before snapshots
             "restore_seconds": restored.get("seconds", 0.0),
+            # an image from before the registry's deletes were finished at restore: none said
+            "registry_deletes_finished": restored.get("registry_deletes_finished", []),
         }
         ctx.progress(f"slave: {layouts.restored(detail)}; starting GitLab")
         ctx.progress(stop_verifier(slave))

@@ -437,9 +437,9 @@ def check_promoted(
     errors: Sequence[str] = (),
 ) -> Check:
     """The drill's check of a promoted registry: every tag acknowledged before the snapshot's
-    instant pulls with its digest through ``address``, and every link in the container's
-    registry storage resolves to a blob. No tag acknowledged at all fails it: it would prove
-    nothing (``errors``: the load's, to say why)."""
+    instant pulls with its digest through ``address``, every link in the container's registry
+    storage resolves to a blob, and no tag is left half deleted. No tag acknowledged at all
+    fails it: it would prove nothing (``errors``: the load's, to say why)."""
     if not expected:
         why = f": {errors[0]}" if errors else ""
         return Check(
@@ -458,13 +458,16 @@ def check_promoted(
         f" ({pulls.deleted} deleted tags stay deleted, {pulls.newer} with a later push's,"
         f" {links.links} links checked)"
     )
-    problems = [*pulls.wrong[:3], *links.dangling[:3]]
+    # The restore finishes the deletes its snapshot caught half done: none may be left listed.
+    half = [f"{tag} half deleted" for tag in links.deleting]
+    problems = [*pulls.wrong[:3], *links.dangling[:3], *half[:3]]
     if problems:
         return Check(
             "registry",
             False,
             f"{detail}; {len(pulls.wrong)} of {pulls.expected} tags wrong: {problems}",
-            "a tag acknowledged before the snapshot's instant is lost, or a link dangles",
+            "a tag acknowledged before the snapshot's instant is lost, a link dangles, or a "
+            "delete under way at the snapshot's instant was left listed",
         )
     return Check("registry", True, detail)
 

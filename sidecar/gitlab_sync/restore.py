@@ -16,6 +16,8 @@ does nothing (a marker in the target names the snapshot restored), and what the 
 is set aside, never deleted (but empty folders, which Docker makes as mount points). With a
 snapshot, the old target is renamed beside itself, ``<target>.before-restore-<UTC time>``;
 with a copy, its entries are moved into ``<target>/.before-restore-<UTC time>`` as before.
+Once restored, the registry's deletes the snapshot caught half done are finished in the target
+(:mod:`gitlab_sync.registry_deletes`); the snapshot itself is never written.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from gitlab_sync import btrfs, layout
+from gitlab_sync import btrfs, layout, registry_deletes
 from gitlab_sync.config import SyncError, iso, read_json, write_json
 from gitlab_sync.snapshots import PG_DATA, Area, tree_size
 
@@ -170,7 +172,8 @@ def _set_aside(target: Path, kind: Kind) -> str | None:
 
 def restore(area: Area, target: Path, name: str | None = None) -> dict[str, Any]:
     """Put snapshot ``name`` (default: the newest complete one) in ``target``; idempotent, and
-    nothing but empty folders is deleted. ``seconds`` is the whole restore's time."""
+    nothing that was in the target but empty folders is deleted (of the snapshot's, only the tags
+    of registry deletes under way, finished). ``seconds`` is the whole restore's time."""
     chosen = name or area.current_name()
     if chosen is None:
         raise SyncError("the slave has no complete snapshot to restore")
@@ -184,6 +187,7 @@ def restore(area: Area, target: Path, name: str | None = None) -> dict[str, Any]
     aside = _set_aside(target, method_for(area.snapshots / chosen, target))
     (target / MARKER).unlink(missing_ok=True)
     done = prepare(area, target, chosen)
+    finished = registry_deletes.finish(target)
     record = {
         "snapshot": chosen,
         "started_at": area.meta(chosen).get("started_at"),
@@ -192,6 +196,7 @@ def restore(area: Area, target: Path, name: str | None = None) -> dict[str, Any]
         "seconds": round(time.monotonic() - begun, 3),
         "bytes": done["bytes"],
         "aside": aside,
+        "registry_deletes_finished": finished,
         "copied": True,
     }
     write_json(target / MARKER, record, mode=0o644)

@@ -144,6 +144,11 @@ def test_the_restore_is_said_with_its_method_and_time() -> None:
         == "restored snapshot S by a copy in 13.60 s"
     )
     assert layouts.restored({"snapshot": "S"}) == "restored snapshot S by a copy in 0.00 s"
+    finished = {"snapshot": "S", "registry_deletes_finished": ["g/app:v1", "g/app:v2"]}
+    assert layouts.restored(finished) == (
+        "restored snapshot S by a copy in 0.00 s (finished 2 registry tag delete(s) under way at "
+        "its instant: g/app:v1, g/app:v2)"
+    )
     assert layouts.restore_plan(SNAPSHOTS).startswith("GITLAB_HOME becomes a writable btrfs")
     assert layouts.restore_plan(None).endswith("(the sidecar does not say how)")
 
