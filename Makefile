@@ -14,10 +14,11 @@ STANDIN_IMAGE ?= gitlab-dr/gitlab-standin:local
 PYTEST_ARGS ?=
 # The suite's files run on TEST_WORKERS processes (pytest-xdist), a file on one worker so that a
 # module's shared sandbox or hosts stay in one process; most of a test's time is waiting on
-# containers, sshd and moto: on two cores two workers ran the suite in 16-18 min, one in 26.
+# containers, sshd and moto: on two cores two workers ran the suite in 16-17 min, one in 26.
 # Files go out in the suite's order (integration first, the many small unit files last to fill
-# the gaps), not xdist's default of the files with most tests first, which left the long
-# one-test files (the drill, the bench's smoke) to the end.
+# the gaps), not xdist's default of the files with most tests first, which leaves the long
+# one-test files (the drill, the bench's smoke) to the end; both took 16-17 min here, where
+# the machine's two cores are the limit, and the suite's order cannot leave a long tail.
 TEST_WORKERS ?= 2
 WORKERS := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
