@@ -6,7 +6,11 @@ snapshot taken between the two, like a registry that crashed there, keeps tags w
 no longer in the repository: pulling one answers "manifest unknown", yet ``tags/list`` and
 GitLab's registry page still list it. The delete was never acknowledged (its client waits for
 the last step), so finishing it loses nothing that was acknowledged, and no blob is touched.
-It runs on the promoted copy only: the snapshot it came from stays as it was.
+On the fallback path a file-by-file copy can hold the same shape for another reason: a push
+that ended during the copy, after the snapshot's instant, whose revision link the walk had
+passed before its tag link was written. The registry answers "manifest unknown" for that tag
+too, and it is removed the same way. It runs on the promoted copy only: the snapshot it came
+from stays as it was.
 """
 
 from __future__ import annotations
