@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import IO
 
 import docker
-from docker.constants import DEFAULT_DOCKER_API_VERSION, DEFAULT_MAX_POOL_SIZE
+from docker.constants import DEFAULT_DOCKER_API_VERSION
 from docker.transport.unixconn import UnixHTTPAdapter, UnixHTTPConnectionPool
 from docker.utils import version_lt
 
@@ -194,11 +194,8 @@ class SSHDockerClient(docker.DockerClient):
 
     def __init__(self, host: Host, relay: Relay, version: str, timeout: float) -> None:
         super().__init__(base_url=relay.url, version=version, timeout=int(timeout))
-        adapter = OnePoolAdapter(
-            f"http+unix://{relay.path}", int(timeout), max_pool_size=DEFAULT_MAX_POOL_SIZE
-        )
         self.api.adapters["http+docker://"].close()  # the SDK's, unused: no call was made yet
-        self.api.mount("http+docker://", adapter)
+        self.api.mount("http+docker://", OnePoolAdapter(f"http+unix://{relay.path}", int(timeout)))
         self.host = host
         self.relay = relay
         self.socket_path = relay.path
